@@ -1,0 +1,54 @@
+"""`sealong`: one console script, one sub-command module per feature.
+
+Each module in ``COMMANDS`` exposes ``register(subparsers)``; heavy imports
+(torch, transformers, axolotl) stay inside the handlers so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS: tuple[str, ...] = (
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sealong",
+        description=(
+            "SEALONG self-improvement for long-context reasoning: sample N outputs "
+            "per question, score them by Minimum Bayes Risk, and build SFT / "
+            "preference rows for Axolotl."
+        ),
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at DEBUG level"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        # Bad input: one clear line, no traceback (use -v to see it).
+        if args.verbose:
+            raise
+        print(f"sealong {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
