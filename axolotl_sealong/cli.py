@@ -12,6 +12,8 @@ import logging
 import sys
 
 COMMANDS: tuple[str, ...] = (
+    "axolotl_sealong.commands.label",
+    "axolotl_sealong.commands.bench",
 )
 
 

@@ -1,0 +1,200 @@
+"""Self-labeling settings: one pydantic model shared by the CLI and the plugin.
+
+Field names are the unprefixed form of the plugin's ``sealong_*`` YAML keys, so
+``sealong label --config recipe.yml`` and ``axolotl train recipe.yml`` read the
+same settings the same way. Validation happens before any model loads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from axolotl_sealong.embedded import EMBEDDED_EMBEDDER, EMBEDDED_MODEL
+from axolotl_sealong.embedder import LONG_TEXT_RULES
+from axolotl_sealong.mbr import REJECTED_RULES, UTILITIES
+from axolotl_sealong.prompts import DEFAULT_STRATEGY, INSTRUCTIONS
+
+YAML_PREFIX = "sealong_"
+
+
+class LabelConfig(BaseModel):
+    """Every knob of the self-labeling pipeline (defaults follow the paper)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str = Field(
+        default=EMBEDDED_MODEL,
+        description="Model that samples its own outputs: local folder, hub id, or "
+        f"{EMBEDDED_MODEL!r}. In axolotl recipes it defaults to base_model.",
+    )
+    model_revision: str | None = Field(
+        default=None, description="Hub revision of `model` (part of the cache key)."
+    )
+    adapter: str | None = Field(
+        default=None,
+        description="LoRA adapter folder applied on top of `model` while sampling "
+        "(e.g. the previous round's output).",
+    )
+    context_field: str = Field(default="context", description="Column with the context.")
+    question_field: str = Field(
+        default="question", description="Column with the question."
+    )
+    answers_field: str = Field(
+        default="answers",
+        description="Column with gold answers (a string or a list); optional, used "
+        "for diagnostics only, never for training.",
+    )
+    prompt_strategy: str = Field(
+        default=DEFAULT_STRATEGY,
+        description=f"Reasoning instruction: one of {', '.join(sorted(INSTRUCTIONS))}.",
+    )
+    num_samples: int = Field(default=32, description="N: samples per question (>= 2).")
+    temperature: float = Field(default=0.7, description="Sampling temperature (> 0).")
+    top_p: float = Field(default=1.0, description="Nucleus sampling, in (0, 1].")
+    max_new_tokens: int = Field(default=1024, description="Tokens per sample.")
+    seed: int = Field(default=42, description="Seed for sampling and rejected picks.")
+    sampler: Literal["hf"] = Field(
+        default="hf", description="Sampling engine: hf (transformers)."
+    )
+    dtype: str = Field(
+        default="auto",
+        description="Sampling dtype: auto (bf16 on GPU, fp32 on CPU), float32, "
+        "bfloat16, float16.",
+    )
+    device: str | None = Field(
+        default=None, description="Sampling device (default: cuda if present, else cpu)."
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        description="Prompt + new tokens limit; default: the model's "
+        "max_position_embeddings.",
+    )
+    overlong: Literal["skip", "truncate_middle"] = Field(
+        default="skip",
+        description="A prompt that does not fit max_model_len - max_new_tokens: "
+        "skip it (counted in the log) or cut the middle of its context "
+        "(LongBench style).",
+    )
+    embedder: str = Field(
+        default=EMBEDDED_EMBEDDER,
+        description="sentence-transformers model for MBR: folder, hub id "
+        f"(the paper: jinaai/jina-embeddings-v3), or {EMBEDDED_EMBEDDER!r}.",
+    )
+    embedder_long_text: str = Field(
+        default="chunk_mean",
+        description="Outputs longer than the embedder window: chunk_mean (embed "
+        "every window, weighted mean), tail (last window) or head (truncate).",
+    )
+    embedder_batch_size: int = Field(default=64, description="Embedding batch size.")
+    utility: str = Field(
+        default="embedding",
+        description=f"MBR utility: {', '.join(UTILITIES)}.",
+    )
+    rejected: str = Field(
+        default="lower_half",
+        description="Rejected pick: lower_half (uniform over the lower-scoring "
+        "half, the paper) or min.",
+    )
+    margin: float = Field(
+        default=0.0,
+        description="Minimum best-worst MBR score gap for a preference pair; "
+        "questions under it are counted and get no pair.",
+    )
+    max_questions: int | None = Field(
+        default=None, description="Label at most this many questions (in order)."
+    )
+    cache_dir: str | None = Field(
+        default=None,
+        description="Sample cache root (default: $SEALONG_CACHE or "
+        "~/.cache/axolotl_sealong/samples).",
+    )
+
+    @field_validator("num_samples")
+    @classmethod
+    def _n(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(
+                "num_samples must be >= 2: MBR compares each sample with the others"
+            )
+        return v
+
+    @field_validator("temperature")
+    @classmethod
+    def _t(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("temperature must be >= 0 (0 is greedy)")
+        return v
+
+    @field_validator("top_p")
+    @classmethod
+    def _p(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        return v
+
+    @field_validator("max_new_tokens", "embedder_batch_size")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("prompt_strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        if v not in INSTRUCTIONS:
+            raise ValueError(f"use one of {', '.join(sorted(INSTRUCTIONS))}")
+        return v
+
+    @field_validator("utility")
+    @classmethod
+    def _utility(cls, v: str) -> str:
+        if v not in UTILITIES:
+            raise ValueError(f"use one of {', '.join(UTILITIES)}")
+        return v
+
+    @field_validator("rejected")
+    @classmethod
+    def _rejected(cls, v: str) -> str:
+        if v not in REJECTED_RULES:
+            raise ValueError(f"use one of {', '.join(REJECTED_RULES)}")
+        return v
+
+    @field_validator("embedder_long_text")
+    @classmethod
+    def _long(cls, v: str) -> str:
+        if v not in LONG_TEXT_RULES:
+            raise ValueError(f"use one of {', '.join(LONG_TEXT_RULES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _greedy(self) -> LabelConfig:
+        if self.temperature == 0:
+            raise ValueError(
+                "temperature 0 makes all N samples identical, so MBR has nothing "
+                "to choose from: set temperature > 0 (the paper uses 0.7)"
+            )
+        return self
+
+    @classmethod
+    def from_yaml_dict(cls, cfg: dict[str, Any]) -> LabelConfig:
+        """Read ``sealong_*`` keys of an axolotl YAML (``base_model`` as default)."""
+        values = {
+            k[len(YAML_PREFIX) :]: v
+            for k, v in cfg.items()
+            if k.startswith(YAML_PREFIX) and v is not None
+        }
+        values.pop("enabled", None)
+        if "model" not in values and cfg.get("base_model"):
+            values["model"] = cfg["base_model"]
+        known = set(cls.model_fields)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                "unknown setting(s) "
+                + ", ".join(YAML_PREFIX + k for k in unknown)
+                + f": valid keys are {', '.join(YAML_PREFIX + k for k in sorted(known))}"
+            )
+        return cls(**values)

@@ -1,0 +1,366 @@
+"""Questions -> N samples each -> embeddings -> MBR scores -> training rows.
+
+The one pipeline behind ``sealong label`` and the Axolotl plugin. Inputs are
+checked before any model loads; samples go through the append-only cache; the
+cheap steps (embedding, scoring, selection) are redone from the cache each run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from axolotl_sealong.cache import SampleStore, path_fingerprint, stable_hash
+from axolotl_sealong.config import LabelConfig
+from axolotl_sealong.diagnostics import subem_diagnostics
+from axolotl_sealong.embedded import cache_root
+from axolotl_sealong.mbr import scores_from_similarity, select_pair, similarity_matrix
+from axolotl_sealong.prompts import build_user_prompt
+from axolotl_sealong.sampling import (
+    Sampler,
+    SampleRequest,
+    SamplingParams,
+    chat_token_ids,
+    make_sampler,
+)
+
+LOG = logging.getLogger(__name__)
+
+SFT_FILE = "sft.jsonl"
+PREFERENCE_FILE = "preference.jsonl"
+SCORED_FILE = "scored.jsonl"
+DIAGNOSTICS_FILE = "diagnostics.json"
+
+
+@dataclass
+class Question:
+    key: str
+    index: int
+    context: str
+    question: str
+    answers: list[str] | None
+    user_message: str = ""
+    truncated: bool = False
+
+
+@dataclass
+class LabelResult:
+    out_dir: Path
+    counts: dict[str, int]
+    diagnostics: dict[str, Any]
+    cache_dir: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows from .jsonl, .json (a list) or .parquet."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_table(path).to_pylist())
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({err})") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path}: expected one JSON object per row")
+    return rows
+
+
+def _answers(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def questions_from_rows(
+    rows: Sequence[dict[str, Any]], cfg: LabelConfig
+) -> list[Question]:
+    """Check every row and build questions; errors name the field and the fix."""
+    if not rows:
+        raise ValueError("the data has no rows")
+    fields = {"context": cfg.context_field, "question": cfg.question_field}
+    for role, name in fields.items():
+        missing = [i for i, r in enumerate(rows) if name not in r]
+        if missing:
+            raise ValueError(
+                f"{role} field {name!r} is missing in {len(missing)} row(s) "
+                f"(first: row {missing[0]}, which has keys {sorted(rows[missing[0]])}):"
+                f" set `{role}_field` (sealong_{role}_field) to the right column"
+            )
+        bad = [
+            i
+            for i, r in enumerate(rows)
+            if not isinstance(r[name], str) or not r[name].strip()
+        ]
+        if bad:
+            raise ValueError(
+                f"{role} field {name!r} is empty or not a string in {len(bad)} "
+                f"row(s) (first: row {bad[0]}): fix or remove those rows"
+            )
+    limit = cfg.max_questions or len(rows)
+    out = []
+    for i, row in enumerate(rows[:limit]):
+        ctx, q = row[cfg.context_field], row[cfg.question_field]
+        out.append(
+            Question(
+                key=stable_hash([ctx, q]),
+                index=i,
+                context=ctx,
+                question=q,
+                answers=_answers(row.get(cfg.answers_field)),
+            )
+        )
+    return out
+
+
+def _truncate_middle(tokenizer: Any, text: str, drop: int) -> str:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    keep = max(len(ids) - drop, 0)
+    head, tail = ids[: keep // 2], ids[len(ids) - (keep - keep // 2) :]
+    return str(tokenizer.decode(head) + tokenizer.decode(tail))
+
+
+def fit_prompts(
+    questions: list[Question], tokenizer: Any, budget: int, cfg: LabelConfig
+) -> tuple[list[Question], list[Question]]:
+    """Build prompts; skip (default) or middle-truncate those over ``budget``."""
+    kept: list[Question] = []
+    skipped: list[Question] = []
+    for q in questions:
+        message = build_user_prompt(q.context, q.question, cfg.prompt_strategy)
+        length = len(chat_token_ids(tokenizer, message))
+        if length > budget and cfg.overlong == "truncate_middle":
+            context = q.context
+            for _ in range(4):  # re-tokenising can shift a few tokens
+                context = _truncate_middle(tokenizer, context, length - budget + 8)
+                message = build_user_prompt(context, q.question, cfg.prompt_strategy)
+                length = len(chat_token_ids(tokenizer, message))
+                if length <= budget:
+                    break
+            q.truncated = True
+        if length > budget:
+            skipped.append(q)
+            continue
+        q.user_message = message
+        kept.append(q)
+    return kept, skipped
+
+
+def question_seed(seed: int, key: str) -> int:
+    """Per-question seed: the same samples whether a run resumes or not."""
+    return int(stable_hash([seed, key], 8), 16) % (2**31)
+
+
+def sample_key_parts(cfg: LabelConfig, questions: list[Question]) -> dict[str, Any]:
+    return {
+        "model": path_fingerprint(cfg.model, cfg.model_revision),
+        "adapter": path_fingerprint(cfg.adapter),
+        "prompt_strategy": cfg.prompt_strategy,
+        "n": cfg.num_samples,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "max_new_tokens": cfg.max_new_tokens,
+        "seed": cfg.seed,
+        "overlong": cfg.overlong,
+        "max_model_len": cfg.max_model_len,
+        "data": stable_hash([q.key for q in questions]),
+        "num_questions": len(questions),
+    }
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def _turns(user: str, assistant: str) -> list[dict[str, str]]:
+    return [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": assistant},
+    ]
+
+
+def label(
+    cfg: LabelConfig,
+    rows: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    *,
+    sampler: Sampler | None = None,
+    embedder: Any = None,
+    progress: bool = True,
+) -> LabelResult:
+    """Run the whole pipeline and write rows + diagnostics to ``out_dir``."""
+    from tqdm.auto import tqdm
+
+    from axolotl_sealong.embedder import Embedder, check_embedder
+
+    t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
+    questions = questions_from_rows(rows, cfg)
+    if embedder is None and cfg.utility == "embedding":
+        check_embedder(cfg.embedder)  # fail before sampling, not after
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts: Counter[str] = Counter(questions=len(questions))
+
+    own_sampler = sampler is None
+    if sampler is None:
+        sampler = make_sampler(
+            cfg.sampler,
+            cfg.model,
+            revision=cfg.model_revision,
+            adapter=cfg.adapter,
+            dtype=cfg.dtype,
+            device=cfg.device,
+            max_model_len=cfg.max_model_len,
+        )
+    seconds["load_sampler"] = time.perf_counter() - t0
+    budget = sampler.max_model_len - cfg.max_new_tokens
+    kept, skipped = fit_prompts(questions, sampler.tokenizer, budget, cfg)
+    counts["skipped_overlong"] = len(skipped)
+    counts["truncated_middle"] = sum(q.truncated for q in kept)
+    if skipped:
+        LOG.warning(
+            "skipped %d question(s) whose prompt exceeds %d tokens (max_model_len %d "
+            "- max_new_tokens %d); set overlong: truncate_middle to keep them",
+            len(skipped), budget, sampler.max_model_len, cfg.max_new_tokens,
+        )
+    if not kept:
+        raise ValueError(
+            f"no question fits in {budget} prompt tokens: raise max_model_len, lower "
+            "max_new_tokens, use shorter contexts, or set overlong: truncate_middle"
+        )
+
+    root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "samples"
+    store = SampleStore(root, sample_key_parts(cfg, kept))
+    done = store.load()
+    todo = [q for q in kept if q.key not in done]
+    counts["cache_hits"] = len(kept) - len(todo)
+    LOG.info(
+        "%d question(s) to label: %d from cache %s, %d to sample (N=%d)",
+        len(kept), counts["cache_hits"], store.dir, len(todo), cfg.num_samples,
+    )
+    t1 = time.perf_counter()
+    if todo:
+        store.open_for_append()
+        params = SamplingParams(
+            n=cfg.num_samples,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+            seed=cfg.seed,
+        )
+        requests = [
+            SampleRequest(q.key, q.user_message, question_seed(cfg.seed, q.key))
+            for q in todo
+        ]
+        bar = tqdm(total=len(requests), desc="sampling", unit="q", disable=not progress)
+        for req, samples in sampler.sample(requests, params):
+            store.append(req.key, samples)
+            done[req.key] = samples
+            bar.update(1)
+        bar.close()
+    counts["sampled"] = len(todo)
+    seconds["sample"] = time.perf_counter() - t1
+    if own_sampler:
+        sampler.close()
+
+    t2 = time.perf_counter()
+    texts = [s for q in kept for s in done[q.key]]
+    embeddings = None
+    if cfg.utility == "embedding":
+        embedder = embedder or Embedder(
+            cfg.embedder,
+            long_text=cfg.embedder_long_text,
+            batch_size=cfg.embedder_batch_size,
+        )
+        embeddings = embedder.encode(texts, show_progress=progress)
+    seconds["embed"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    sft, prefs, scored = [], [], []
+    offset = 0
+    for q in kept:
+        samples = done[q.key]
+        n = len(samples)
+        emb = None if embeddings is None else embeddings[offset : offset + n]
+        offset += n
+        scores = scores_from_similarity(similarity_matrix(cfg.utility, samples, emb))
+        rng = np.random.default_rng(question_seed(cfg.seed, q.key))
+        sel = select_pair(scores, samples, cfg.rejected, cfg.margin, rng)
+        skip = sel.skip_reason
+        if skip is None and not samples[sel.chosen].strip():
+            skip = "empty_chosen"
+        if skip:
+            counts[f"no_pair_{skip}"] += 1
+        else:
+            prefs.append(
+                {
+                    "chosen": _turns(q.user_message, samples[sel.chosen]),
+                    "rejected": _turns(q.user_message, samples[sel.rejected or 0]),
+                }
+            )
+        if samples[sel.chosen].strip():
+            sft.append({"messages": _turns(q.user_message, samples[sel.chosen])})
+        scored.append(
+            {
+                "key": q.key,
+                "index": q.index,
+                "question": q.question,
+                "answers": q.answers,
+                "samples": samples,
+                "scores": [round(float(s), 6) for s in scores],
+                "chosen": sel.chosen,
+                "rejected": None if skip else sel.rejected,
+                "gap": round(sel.gap, 6),
+                "skip_reason": skip,
+                "truncated": q.truncated,
+                "random_pick": int(rng.integers(n)),
+            }
+        )
+    counts["pairs"] = len(prefs)
+    counts["sft_rows"] = len(sft)
+    seconds["score"] = time.perf_counter() - t3
+    no_pair = {k: v for k, v in counts.items() if k.startswith("no_pair_")}
+    if no_pair:
+        LOG.warning("questions without a preference pair: %s", no_pair)
+
+    _write_jsonl(out / SFT_FILE, sft)
+    _write_jsonl(out / PREFERENCE_FILE, prefs)
+    _write_jsonl(out / SCORED_FILE, scored)
+    seconds["total"] = time.perf_counter() - t0
+    diagnostics = {
+        "counts": dict(counts),
+        "subem": subem_diagnostics(scored),
+        "cache_dir": str(store.dir),
+        "settings": cfg.model_dump(),
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    }
+    (out / DIAGNOSTICS_FILE).write_text(json.dumps(diagnostics, indent=2))
+    LOG.info("wrote %d SFT rows and %d preference pairs to %s",
+             len(sft), len(prefs), out)
+    return LabelResult(out, dict(counts), diagnostics, store.dir, seconds)

@@ -1,0 +1,196 @@
+"""The pipeline end to end with a tiny random Llama and the real MiniLM embedder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from axolotl_sealong.config import LabelConfig
+from axolotl_sealong.pipeline import label, read_rows
+
+
+def _rows(n: int, words: int = 20) -> list[dict]:
+    filler = " ".join(["filler"] * words)
+    return [
+        {
+            "context": f"Passage 1:\nThe capital of Zorvan{i} is Kel{i}. {filler}",
+            "question": f"What is the capital of Zorvan{i}?",
+            "answers": [f"Kel{i}"],
+        }
+        for i in range(n)
+    ]
+
+
+def _cfg(model: Path, cache: Path, **kw) -> LabelConfig:
+    base = dict(model=str(model), num_samples=4, max_new_tokens=12,
+                cache_dir=str(cache))
+    base.update(kw)
+    return LabelConfig(**base)
+
+
+def test_end_to_end_rows_and_diagnostics(tiny_llama_dir, tmp_path):
+    res = label(_cfg(tiny_llama_dir, tmp_path / "c"), _rows(3), tmp_path / "out",
+                progress=False)
+    out = tmp_path / "out"
+    sft = read_rows(out / "sft.jsonl")
+    pref = read_rows(out / "preference.jsonl")
+    scored = read_rows(out / "scored.jsonl")
+    assert res.counts["questions"] == 3 and res.counts["sampled"] == 3
+    assert len(scored) == 3 and all(len(r["samples"]) == 4 for r in scored)
+    assert len(pref) == res.counts["pairs"]
+    assert res.counts["pairs"] + sum(
+        v for k, v in res.counts.items() if k.startswith("no_pair_")
+    ) == 3
+    for row in pref:
+        user = row["chosen"][0]["content"]
+        assert user.startswith("\nPassage 1:\nThe capital of Zorvan")
+        assert user.endswith("solve the problem step-by-step.\n")
+        assert row["rejected"][0] == row["chosen"][0]
+        assert row["chosen"][1]["content"] != row["rejected"][1]["content"]
+    for row, s in zip(sft, scored, strict=False):
+        assert row["messages"][1]["content"] == s["samples"][s["chosen"]]
+        # chosen is the argmax of the recorded scores
+        assert s["scores"][s["chosen"]] == max(s["scores"])
+    diag = json.loads((out / "diagnostics.json").read_text())
+    assert diag["subem"]["questions_with_answers"] == 3
+    assert set(diag["subem"]) >= {"mbr_pick", "random_sample", "sample_mean", "oracle"}
+
+
+def test_cache_hit_miss_and_determinism(tiny_llama_dir, tmp_path):
+    cache = tmp_path / "c"
+    first = label(_cfg(tiny_llama_dir, cache), _rows(3), tmp_path / "a", progress=False)
+    again = label(_cfg(tiny_llama_dir, cache), _rows(3), tmp_path / "b", progress=False)
+    assert again.counts["cache_hits"] == 3 and again.counts["sampled"] == 0
+    assert again.cache_dir == first.cache_dir
+    assert (tmp_path / "a" / "scored.jsonl").read_text() == (
+        tmp_path / "b" / "scored.jsonl"
+    ).read_text()
+    # a changed setting is a new key: nothing stale is reused
+    hotter = label(_cfg(tiny_llama_dir, cache, temperature=1.3), _rows(3),
+                   tmp_path / "d", progress=False)
+    assert hotter.cache_dir != first.cache_dir
+    assert hotter.counts["sampled"] == 3 and hotter.counts["cache_hits"] == 0
+    # so is changed data
+    other = label(_cfg(tiny_llama_dir, cache), _rows(4), tmp_path / "e", progress=False)
+    assert other.cache_dir != first.cache_dir and other.counts["sampled"] == 4
+
+
+_KILLED_RUN = textwrap.dedent(
+    """
+    import json, sys
+    from axolotl_sealong.config import LabelConfig
+    from axolotl_sealong.pipeline import label
+    cfg = LabelConfig(**json.loads(sys.argv[1]))
+    rows = json.loads(open(sys.argv[2]).read())
+    label(cfg, rows, sys.argv[3], progress=False)
+    """
+)
+
+
+def test_resume_after_sigkill_loses_only_questions_in_flight(tiny_llama_dir, tmp_path):
+    rows = _rows(6)
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    settings = dict(model=str(tiny_llama_dir), num_samples=3, max_new_tokens=400,
+                    cache_dir=str(tmp_path / "c"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_RUN, json.dumps(settings),
+         str(tmp_path / "rows.json"), str(tmp_path / "killed")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    samples = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "c").glob("*/samples.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            samples = found[0]
+            break
+        time.sleep(0.05)
+    assert samples is not None, "the subprocess never wrote 2 questions"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len([ln for ln in samples.read_text().splitlines() if ln.strip()])
+    assert 2 <= finished < 6, "kill came too late to test a resume"
+
+    cfg = LabelConfig(**settings)
+    resumed = label(cfg, rows, tmp_path / "resumed", progress=False)
+    assert resumed.counts["cache_hits"] >= 2
+    assert resumed.counts["cache_hits"] + resumed.counts["sampled"] == 6
+    # an uninterrupted run from scratch gives the same samples (per-question seeds)
+    fresh = label(cfg.model_copy(update={"cache_dir": str(tmp_path / "c2")}), rows,
+                  tmp_path / "fresh", progress=False)
+    assert fresh.counts["sampled"] == 6
+    a = [r["samples"] for r in read_rows(tmp_path / "resumed" / "scored.jsonl")]
+    b = [r["samples"] for r in read_rows(tmp_path / "fresh" / "scored.jsonl")]
+    assert a == b
+
+
+def test_overlong_prompts_are_skipped_or_middle_truncated(tiny_llama_dir, tmp_path):
+    rows = _rows(2) + [
+        {"context": "HEAD " + "word " * 600 + " TAIL", "question": "Where?",
+         "answers": ["x"]}
+    ]
+    cfg = _cfg(tiny_llama_dir, tmp_path / "c", max_model_len=400)
+    res = label(cfg, rows, tmp_path / "skip", progress=False)
+    assert res.counts["skipped_overlong"] == 1
+    assert len(read_rows(tmp_path / "skip" / "scored.jsonl")) == 2
+
+    cfg = _cfg(tiny_llama_dir, tmp_path / "c", max_model_len=400,
+               overlong="truncate_middle")
+    res = label(cfg, rows, tmp_path / "trunc", progress=False)
+    assert res.counts["skipped_overlong"] == 0 and res.counts["truncated_middle"] == 1
+    sft = read_rows(tmp_path / "trunc" / "sft.jsonl")
+    user = [r["messages"][0]["content"] for r in sft if "HEAD" in
+            r["messages"][0]["content"]]
+    assert user and "TAIL" in user[0] and user[0].count("word") < 600
+
+
+@pytest.mark.parametrize(
+    "rows, settings, match",
+    [
+        ([{"ctx": "c", "question": "q"}], {}, "context field 'context' is missing"),
+        ([{"context": "  ", "question": "q"}], {}, "context field 'context' is empty"),
+        ([{"context": "c"}], {}, "question field 'question' is missing"),
+        ([{"context": "c", "question": "q"}], {"embedder": "/no/such/embedder"},
+         "sealong_embedder"),
+    ],
+)
+def test_bad_input_fails_before_any_model_loads(tmp_path, rows, settings, match):
+    # the model path does not exist either: reaching the sampler would raise a
+    # different error, so a match proves the check came first
+    cfg = LabelConfig(model=str(tmp_path / "no-model"), cache_dir=str(tmp_path),
+                      **settings)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        label(cfg, rows, tmp_path / "out", progress=False)
+    assert not list(tmp_path.glob("*/samples.jsonl"))
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        ({"num_samples": 1}, "num_samples must be >= 2"),
+        ({"temperature": -1}, "temperature must be >= 0"),
+        ({"temperature": 0}, "temperature 0 makes all N samples identical"),
+        ({"top_p": 1.5}, r"top_p must be in \(0, 1\]"),
+        ({"prompt_strategy": "cot"}, "plan_and_solve"),
+        ({"rejected": "max"}, "lower_half"),
+    ],
+)
+def test_invalid_settings_are_rejected(settings, match):
+    with pytest.raises(ValueError, match=match):
+        LabelConfig(**settings)
+
+
+def test_unknown_yaml_key_lists_valid_keys():
+    with pytest.raises(ValueError, match="sealong_num_sample.*valid keys"):
+        LabelConfig.from_yaml_dict({"sealong_num_sample": 4})
+    cfg = LabelConfig.from_yaml_dict({"base_model": "m", "sealong_num_samples": 4})
+    assert cfg.model == "m" and cfg.num_samples == 4
