@@ -19,9 +19,9 @@ _WORDS = (
 ).split()
 
 
-def synthetic_outputs(questions: int, samples: int, words: int, seed: int = 0) -> list[
-    list[str]
-]:
+def synthetic_outputs(
+    questions: int, samples: int, words: int, seed: int = 0
+) -> list[list[str]]:
     """Reasoning-like texts: samples of one question share most of their words."""
     rng = np.random.default_rng(seed)
     out = []

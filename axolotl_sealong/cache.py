@@ -38,12 +38,19 @@ def path_fingerprint(name_or_path: str | None, revision: str | None = None) -> A
     path = Path(name_or_path).expanduser()
     if not path.exists():
         return {"id": name_or_path, "revision": revision}
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    )
     listing = []
     for f in files:
         st = f.stat()
-        listing.append([str(f.relative_to(path) if path.is_dir() else f.name),
-                        st.st_size, st.st_mtime_ns])
+        listing.append(
+            [
+                str(f.relative_to(path) if path.is_dir() else f.name),
+                st.st_size,
+                st.st_mtime_ns,
+            ]
+        )
     return {"path": str(path.resolve()), "files": stable_hash(listing)}
 
 

@@ -37,7 +37,9 @@ class LabelConfig(BaseModel):
         description="LoRA adapter folder applied on top of `model` while sampling "
         "(e.g. the previous round's output).",
     )
-    context_field: str = Field(default="context", description="Column with the context.")
+    context_field: str = Field(
+        default="context", description="Column with the context."
+    )
     question_field: str = Field(
         default="question", description="Column with the question."
     )
@@ -64,7 +66,8 @@ class LabelConfig(BaseModel):
         "bfloat16, float16.",
     )
     device: str | None = Field(
-        default=None, description="Sampling device (default: cuda if present, else cpu)."
+        default=None,
+        description="Sampling device (default: cuda if present, else cpu).",
     )
     max_model_len: int | None = Field(
         default=None,
@@ -192,9 +195,10 @@ class LabelConfig(BaseModel):
         known = set(cls.model_fields)
         unknown = sorted(set(values) - known)
         if unknown:
+            valid = ", ".join(YAML_PREFIX + k for k in sorted(known))
             raise ValueError(
                 "unknown setting(s) "
                 + ", ".join(YAML_PREFIX + k for k in unknown)
-                + f": valid keys are {', '.join(YAML_PREFIX + k for k in sorted(known))}"
+                + f": valid keys are {valid}"
             )
         return cls(**values)

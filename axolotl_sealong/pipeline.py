@@ -204,41 +204,21 @@ def _turns(user: str, assistant: str) -> list[dict[str, str]]:
     ]
 
 
-def label(
-    cfg: LabelConfig,
-    rows: Sequence[dict[str, Any]],
-    out_dir: str | Path,
-    *,
-    sampler: Sampler | None = None,
-    embedder: Any = None,
-    progress: bool = True,
-) -> LabelResult:
-    """Run the whole pipeline and write rows + diagnostics to ``out_dir``."""
-    from tqdm.auto import tqdm
+def _open_sampler(cfg: LabelConfig) -> Sampler:
+    return make_sampler(
+        cfg.sampler,
+        cfg.model,
+        revision=cfg.model_revision,
+        adapter=cfg.adapter,
+        dtype=cfg.dtype,
+        device=cfg.device,
+        max_model_len=cfg.max_model_len,
+    )
 
-    from axolotl_sealong.embedder import Embedder, check_embedder
 
-    t0 = time.perf_counter()
-    seconds: dict[str, float] = {}
-    questions = questions_from_rows(rows, cfg)
-    if embedder is None and cfg.utility == "embedding":
-        check_embedder(cfg.embedder)  # fail before sampling, not after
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    counts: Counter[str] = Counter(questions=len(questions))
-
-    own_sampler = sampler is None
-    if sampler is None:
-        sampler = make_sampler(
-            cfg.sampler,
-            cfg.model,
-            revision=cfg.model_revision,
-            adapter=cfg.adapter,
-            dtype=cfg.dtype,
-            device=cfg.device,
-            max_model_len=cfg.max_model_len,
-        )
-    seconds["load_sampler"] = time.perf_counter() - t0
+def _fit_or_fail(
+    questions: list[Question], sampler: Sampler, cfg: LabelConfig, counts: Counter[str]
+) -> list[Question]:
     budget = sampler.max_model_len - cfg.max_new_tokens
     kept, skipped = fit_prompts(questions, sampler.tokenizer, budget, cfg)
     counts["skipped_overlong"] = len(skipped)
@@ -247,61 +227,74 @@ def label(
         LOG.warning(
             "skipped %d question(s) whose prompt exceeds %d tokens (max_model_len %d "
             "- max_new_tokens %d); set overlong: truncate_middle to keep them",
-            len(skipped), budget, sampler.max_model_len, cfg.max_new_tokens,
+            len(skipped),
+            budget,
+            sampler.max_model_len,
+            cfg.max_new_tokens,
         )
     if not kept:
         raise ValueError(
             f"no question fits in {budget} prompt tokens: raise max_model_len, lower "
             "max_new_tokens, use shorter contexts, or set overlong: truncate_middle"
         )
+    return kept
+
+
+def _sample_missing(
+    cfg: LabelConfig,
+    kept: list[Question],
+    sampler: Sampler,
+    counts: Counter[str],
+    progress: bool,
+) -> tuple[SampleStore, dict[str, list[str]]]:
+    """Reuse cached questions, sample the rest, append each as it finishes."""
+    from tqdm.auto import tqdm
 
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "samples"
     store = SampleStore(root, sample_key_parts(cfg, kept))
     done = store.load()
     todo = [q for q in kept if q.key not in done]
     counts["cache_hits"] = len(kept) - len(todo)
+    counts["sampled"] = len(todo)
     LOG.info(
         "%d question(s) to label: %d from cache %s, %d to sample (N=%d)",
-        len(kept), counts["cache_hits"], store.dir, len(todo), cfg.num_samples,
+        len(kept),
+        counts["cache_hits"],
+        store.dir,
+        len(todo),
+        cfg.num_samples,
     )
-    t1 = time.perf_counter()
-    if todo:
-        store.open_for_append()
-        params = SamplingParams(
-            n=cfg.num_samples,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens,
-            seed=cfg.seed,
-        )
-        requests = [
-            SampleRequest(q.key, q.user_message, question_seed(cfg.seed, q.key))
-            for q in todo
-        ]
-        bar = tqdm(total=len(requests), desc="sampling", unit="q", disable=not progress)
-        for req, samples in sampler.sample(requests, params):
-            store.append(req.key, samples)
-            done[req.key] = samples
-            bar.update(1)
-        bar.close()
-    counts["sampled"] = len(todo)
-    seconds["sample"] = time.perf_counter() - t1
-    if own_sampler:
-        sampler.close()
+    if not todo:
+        return store, done
+    store.open_for_append()
+    params = SamplingParams(
+        n=cfg.num_samples,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        seed=cfg.seed,
+    )
+    requests = [
+        SampleRequest(q.key, q.user_message, question_seed(cfg.seed, q.key))
+        for q in todo
+    ]
+    bar = tqdm(total=len(requests), desc="sampling", unit="q", disable=not progress)
+    for req, samples in sampler.sample(requests, params):
+        store.append(req.key, samples)
+        done[req.key] = samples
+        bar.update(1)
+    bar.close()
+    return store, done
 
-    t2 = time.perf_counter()
-    texts = [s for q in kept for s in done[q.key]]
-    embeddings = None
-    if cfg.utility == "embedding":
-        embedder = embedder or Embedder(
-            cfg.embedder,
-            long_text=cfg.embedder_long_text,
-            batch_size=cfg.embedder_batch_size,
-        )
-        embeddings = embedder.encode(texts, show_progress=progress)
-    seconds["embed"] = time.perf_counter() - t2
 
-    t3 = time.perf_counter()
+def build_rows(
+    cfg: LabelConfig,
+    kept: list[Question],
+    done: dict[str, list[str]],
+    embeddings: np.ndarray | None,
+    counts: Counter[str],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Score each question's samples and turn the picks into SFT/preference rows."""
     sft, prefs, scored = [], [], []
     offset = 0
     for q in kept:
@@ -312,20 +305,20 @@ def label(
         scores = scores_from_similarity(similarity_matrix(cfg.utility, samples, emb))
         rng = np.random.default_rng(question_seed(cfg.seed, q.key))
         sel = select_pair(scores, samples, cfg.rejected, cfg.margin, rng)
-        skip = sel.skip_reason
-        if skip is None and not samples[sel.chosen].strip():
-            skip = "empty_chosen"
+        best = samples[sel.chosen]
+        skip = sel.skip_reason or (None if best.strip() else "empty_chosen")
         if skip:
             counts[f"no_pair_{skip}"] += 1
         else:
+            rejected = samples[sel.rejected or 0]
             prefs.append(
                 {
-                    "chosen": _turns(q.user_message, samples[sel.chosen]),
-                    "rejected": _turns(q.user_message, samples[sel.rejected or 0]),
+                    "chosen": _turns(q.user_message, best),
+                    "rejected": _turns(q.user_message, rejected),
                 }
             )
-        if samples[sel.chosen].strip():
-            sft.append({"messages": _turns(q.user_message, samples[sel.chosen])})
+        if best.strip():
+            sft.append({"messages": _turns(q.user_message, best)})
         scored.append(
             {
                 "key": q.key,
@@ -344,7 +337,60 @@ def label(
         )
     counts["pairs"] = len(prefs)
     counts["sft_rows"] = len(sft)
-    seconds["score"] = time.perf_counter() - t3
+    return sft, prefs, scored
+
+
+def label(
+    cfg: LabelConfig,
+    rows: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    *,
+    sampler: Sampler | None = None,
+    embedder: Any = None,
+    progress: bool = True,
+) -> LabelResult:
+    """Run the whole pipeline and write rows + diagnostics to ``out_dir``.
+
+    Everything that can be checked (settings, data fields, embedder path) is
+    checked before the sampling model loads.
+    """
+    from axolotl_sealong.embedder import Embedder, check_embedder
+
+    clock = time.perf_counter
+    t0 = clock()
+    seconds: dict[str, float] = {}
+    questions = questions_from_rows(rows, cfg)
+    if embedder is None and cfg.utility == "embedding":
+        check_embedder(cfg.embedder)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts: Counter[str] = Counter(questions=len(questions))
+
+    own_sampler = sampler is None
+    sampler = sampler or _open_sampler(cfg)
+    seconds["load_sampler"] = clock() - t0
+    kept = _fit_or_fail(questions, sampler, cfg, counts)
+    t1 = clock()
+    store, done = _sample_missing(cfg, kept, sampler, counts, progress)
+    seconds["sample"] = clock() - t1
+    if own_sampler:
+        sampler.close()
+
+    t2 = clock()
+    embeddings = None
+    if cfg.utility == "embedding":
+        embedder = embedder or Embedder(
+            cfg.embedder,
+            long_text=cfg.embedder_long_text,
+            batch_size=cfg.embedder_batch_size,
+        )
+        texts = [s for q in kept for s in done[q.key]]
+        embeddings = embedder.encode(texts, show_progress=progress)
+    seconds["embed"] = clock() - t2
+
+    t3 = clock()
+    sft, prefs, scored = build_rows(cfg, kept, done, embeddings, counts)
+    seconds["score"] = clock() - t3
     no_pair = {k: v for k, v in counts.items() if k.startswith("no_pair_")}
     if no_pair:
         LOG.warning("questions without a preference pair: %s", no_pair)
@@ -352,7 +398,7 @@ def label(
     _write_jsonl(out / SFT_FILE, sft)
     _write_jsonl(out / PREFERENCE_FILE, prefs)
     _write_jsonl(out / SCORED_FILE, scored)
-    seconds["total"] = time.perf_counter() - t0
+    seconds["total"] = clock() - t0
     diagnostics = {
         "counts": dict(counts),
         "subem": subem_diagnostics(scored),
@@ -361,6 +407,7 @@ def label(
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
     (out / DIAGNOSTICS_FILE).write_text(json.dumps(diagnostics, indent=2))
-    LOG.info("wrote %d SFT rows and %d preference pairs to %s",
-             len(sft), len(prefs), out)
+    LOG.info(
+        "wrote %d SFT rows and %d preference pairs to %s", len(sft), len(prefs), out
+    )
     return LabelResult(out, dict(counts), diagnostics, store.dir, seconds)

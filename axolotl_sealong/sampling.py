@@ -11,7 +11,7 @@ import gc
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from axolotl_sealong.embedded import resolve_model
 
@@ -78,8 +78,11 @@ def _torch_dtype(name: str, device: str) -> Any:
     if name == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16,
-                "float16": torch.float16}[name]
+        return {
+            "float32": torch.float32,
+            "bfloat16": torch.bfloat16,
+            "float16": torch.float16,
+        }[name]
     except KeyError:
         raise ValueError(
             f"unknown dtype {name!r}: use auto, float32, bfloat16 or float16"
@@ -115,9 +118,13 @@ class HFSampler:
                 f"model {model!r} has no chat template: SEALONG prompts are chat "
                 "turns, so use an instruct model (or add a chat_template)"
             )
-        self.model = AutoModelForCausalLM.from_pretrained(
-            path, revision=revision, dtype=_torch_dtype(dtype, self.device)
-        ).to(self.device)
+        self.model: Any = cast(
+            Any,
+            AutoModelForCausalLM.from_pretrained(
+                path, revision=revision, dtype=_torch_dtype(dtype, self.device)
+            ),
+        )
+        self.model.to(self.device)
         if adapter:
             from peft import PeftModel
 

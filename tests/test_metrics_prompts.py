@@ -40,7 +40,10 @@ def test_prompt_is_the_papers_template_verbatim():
     # "none" strips the dangling newline exactly as the reference code does
     assert build_user_prompt("CTX", "Who?", "none") == "\nCTX\n\nWho?\n"
     assert set(INSTRUCTIONS) == {
-        "plan_and_solve", "step_by_step", "fact_and_reflection", "direct_answer",
+        "plan_and_solve",
+        "step_by_step",
+        "fact_and_reflection",
+        "direct_answer",
         "none",
     }
 

@@ -30,15 +30,17 @@ def _rows(n: int, words: int = 20) -> list[dict]:
 
 
 def _cfg(model: Path, cache: Path, **kw) -> LabelConfig:
-    base = dict(model=str(model), num_samples=4, max_new_tokens=12,
-                cache_dir=str(cache))
+    base = dict(
+        model=str(model), num_samples=4, max_new_tokens=12, cache_dir=str(cache)
+    )
     base.update(kw)
     return LabelConfig(**base)
 
 
 def test_end_to_end_rows_and_diagnostics(tiny_llama_dir, tmp_path):
-    res = label(_cfg(tiny_llama_dir, tmp_path / "c"), _rows(3), tmp_path / "out",
-                progress=False)
+    res = label(
+        _cfg(tiny_llama_dir, tmp_path / "c"), _rows(3), tmp_path / "out", progress=False
+    )
     out = tmp_path / "out"
     sft = read_rows(out / "sft.jsonl")
     pref = read_rows(out / "preference.jsonl")
@@ -46,9 +48,11 @@ def test_end_to_end_rows_and_diagnostics(tiny_llama_dir, tmp_path):
     assert res.counts["questions"] == 3 and res.counts["sampled"] == 3
     assert len(scored) == 3 and all(len(r["samples"]) == 4 for r in scored)
     assert len(pref) == res.counts["pairs"]
-    assert res.counts["pairs"] + sum(
-        v for k, v in res.counts.items() if k.startswith("no_pair_")
-    ) == 3
+    assert (
+        res.counts["pairs"]
+        + sum(v for k, v in res.counts.items() if k.startswith("no_pair_"))
+        == 3
+    )
     for row in pref:
         user = row["chosen"][0]["content"]
         assert user.startswith("\nPassage 1:\nThe capital of Zorvan")
@@ -74,8 +78,12 @@ def test_cache_hit_miss_and_determinism(tiny_llama_dir, tmp_path):
         tmp_path / "b" / "scored.jsonl"
     ).read_text()
     # a changed setting is a new key: nothing stale is reused
-    hotter = label(_cfg(tiny_llama_dir, cache, temperature=1.3), _rows(3),
-                   tmp_path / "d", progress=False)
+    hotter = label(
+        _cfg(tiny_llama_dir, cache, temperature=1.3),
+        _rows(3),
+        tmp_path / "d",
+        progress=False,
+    )
     assert hotter.cache_dir != first.cache_dir
     assert hotter.counts["sampled"] == 3 and hotter.counts["cache_hits"] == 0
     # so is changed data
@@ -98,13 +106,25 @@ _KILLED_RUN = textwrap.dedent(
 def test_resume_after_sigkill_loses_only_questions_in_flight(tiny_llama_dir, tmp_path):
     rows = _rows(6)
     (tmp_path / "rows.json").write_text(json.dumps(rows))
-    settings = dict(model=str(tiny_llama_dir), num_samples=3, max_new_tokens=400,
-                    cache_dir=str(tmp_path / "c"))
+    settings = dict(
+        model=str(tiny_llama_dir),
+        num_samples=3,
+        max_new_tokens=400,
+        cache_dir=str(tmp_path / "c"),
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_RUN, json.dumps(settings),
-         str(tmp_path / "rows.json"), str(tmp_path / "killed")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-c",
+            _KILLED_RUN,
+            json.dumps(settings),
+            str(tmp_path / "rows.json"),
+            str(tmp_path / "killed"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 240
     samples = None
@@ -125,8 +145,12 @@ def test_resume_after_sigkill_loses_only_questions_in_flight(tiny_llama_dir, tmp
     assert resumed.counts["cache_hits"] >= 2
     assert resumed.counts["cache_hits"] + resumed.counts["sampled"] == 6
     # an uninterrupted run from scratch gives the same samples (per-question seeds)
-    fresh = label(cfg.model_copy(update={"cache_dir": str(tmp_path / "c2")}), rows,
-                  tmp_path / "fresh", progress=False)
+    fresh = label(
+        cfg.model_copy(update={"cache_dir": str(tmp_path / "c2")}),
+        rows,
+        tmp_path / "fresh",
+        progress=False,
+    )
     assert fresh.counts["sampled"] == 6
     a = [r["samples"] for r in read_rows(tmp_path / "resumed" / "scored.jsonl")]
     b = [r["samples"] for r in read_rows(tmp_path / "fresh" / "scored.jsonl")]
@@ -135,21 +159,28 @@ def test_resume_after_sigkill_loses_only_questions_in_flight(tiny_llama_dir, tmp
 
 def test_overlong_prompts_are_skipped_or_middle_truncated(tiny_llama_dir, tmp_path):
     rows = _rows(2) + [
-        {"context": "HEAD " + "word " * 600 + " TAIL", "question": "Where?",
-         "answers": ["x"]}
+        {
+            "context": "HEAD " + "word " * 600 + " TAIL",
+            "question": "Where?",
+            "answers": ["x"],
+        }
     ]
     cfg = _cfg(tiny_llama_dir, tmp_path / "c", max_model_len=400)
     res = label(cfg, rows, tmp_path / "skip", progress=False)
     assert res.counts["skipped_overlong"] == 1
     assert len(read_rows(tmp_path / "skip" / "scored.jsonl")) == 2
 
-    cfg = _cfg(tiny_llama_dir, tmp_path / "c", max_model_len=400,
-               overlong="truncate_middle")
+    cfg = _cfg(
+        tiny_llama_dir, tmp_path / "c", max_model_len=400, overlong="truncate_middle"
+    )
     res = label(cfg, rows, tmp_path / "trunc", progress=False)
     assert res.counts["skipped_overlong"] == 0 and res.counts["truncated_middle"] == 1
     sft = read_rows(tmp_path / "trunc" / "sft.jsonl")
-    user = [r["messages"][0]["content"] for r in sft if "HEAD" in
-            r["messages"][0]["content"]]
+    user = [
+        r["messages"][0]["content"]
+        for r in sft
+        if "HEAD" in r["messages"][0]["content"]
+    ]
     assert user and "TAIL" in user[0] and user[0].count("word") < 600
 
 
@@ -159,15 +190,19 @@ def test_overlong_prompts_are_skipped_or_middle_truncated(tiny_llama_dir, tmp_pa
         ([{"ctx": "c", "question": "q"}], {}, "context field 'context' is missing"),
         ([{"context": "  ", "question": "q"}], {}, "context field 'context' is empty"),
         ([{"context": "c"}], {}, "question field 'question' is missing"),
-        ([{"context": "c", "question": "q"}], {"embedder": "/no/such/embedder"},
-         "sealong_embedder"),
+        (
+            [{"context": "c", "question": "q"}],
+            {"embedder": "/no/such/embedder"},
+            "sealong_embedder",
+        ),
     ],
 )
 def test_bad_input_fails_before_any_model_loads(tmp_path, rows, settings, match):
     # the model path does not exist either: reaching the sampler would raise a
     # different error, so a match proves the check came first
-    cfg = LabelConfig(model=str(tmp_path / "no-model"), cache_dir=str(tmp_path),
-                      **settings)
+    cfg = LabelConfig(
+        model=str(tmp_path / "no-model"), cache_dir=str(tmp_path), **settings
+    )
     with pytest.raises((ValueError, FileNotFoundError), match=match):
         label(cfg, rows, tmp_path / "out", progress=False)
     assert not list(tmp_path.glob("*/samples.jsonl"))

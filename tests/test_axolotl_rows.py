@@ -1,0 +1,121 @@
+"""Rows from the pipeline go through axolotl's own preference loaders unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from axolotl_sealong.config import LabelConfig
+from axolotl_sealong.pipeline import label, read_rows
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def labeled(tiny_llama_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rows")
+    rows = [
+        {
+            "context": f"Passage 1:\nZorvan{i} was founded by Kel{i}.",
+            "question": f"Who founded Zorvan{i}?",
+            "answers": [f"Kel{i}"],
+        }
+        for i in range(4)
+    ]
+    cfg = LabelConfig(
+        model=str(tiny_llama_dir),
+        num_samples=4,
+        max_new_tokens=16,
+        cache_dir=str(out / "cache"),
+    )
+    label(cfg, rows, out, progress=False)
+    return out
+
+
+def _axolotl_cfg(model, extra):
+    from axolotl.utils.config import normalize_config, validate_config
+    from axolotl.utils.dict import DictDefault
+
+    cfg = DictDefault(
+        {
+            "base_model": str(model),
+            "sequence_len": 2048,
+            "micro_batch_size": 1,
+            "gradient_accumulation_steps": 1,
+            "num_epochs": 1,
+            "learning_rate": 1e-4,
+            "output_dir": str(model / "axo_out"),
+            "bf16": False,
+            "fp16": False,
+            "chat_template": "tokenizer_default",
+            "dataset_num_proc": 1,
+            **extra,
+        }
+    )
+    cfg = validate_config(cfg)
+    normalize_config(cfg)
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "rl, strategy",
+    [("orpo", "chat_template.argilla"), ("dpo", "chat_template.argilla_chat")],
+)
+def test_preference_rows_load_in_axolotl(labeled, tiny_llama_dir, rl, strategy):
+    from axolotl.common.datasets import load_preference_datasets
+
+    path = labeled / "preference.jsonl"
+    pairs = read_rows(path)
+    assert pairs, "the tiny model produced no pairs"
+    cfg = _axolotl_cfg(
+        tiny_llama_dir,
+        {
+            "rl": rl,
+            "datasets": [
+                {
+                    "path": str(path),
+                    "ds_type": "json",
+                    "type": strategy,
+                    "split": "train",
+                }
+            ],
+        },
+    )
+    meta = load_preference_datasets(cfg=cfg)
+    ds = meta.train_dataset
+    assert len(ds) == len(pairs)  # nothing dropped
+    chosen_texts = {p["chosen"][1]["content"] for p in pairs}
+    for row in ds:
+        # rendered with the model's own chat template: prompt ends at the user
+        # turn, chosen/rejected are the assistant replies from our pairs
+        assert row["prompt"].startswith("<|im_start|>user\n\nPassage 1:\nZorvan")
+        assert "step-by-step." in row["prompt"]
+        assert row["chosen"].endswith("<|im_end|>") or row["chosen"].endswith(
+            "<|im_end|>\n"
+        )
+        assert any(row["chosen"].startswith(t) for t in chosen_texts)
+
+
+def test_sft_rows_load_in_axolotl(labeled, tiny_llama_dir):
+    from axolotl.common.datasets import load_datasets
+
+    path = labeled / "sft.jsonl"
+    cfg = _axolotl_cfg(
+        tiny_llama_dir,
+        {
+            "datasets": [
+                {
+                    "path": str(path),
+                    "ds_type": "json",
+                    "type": "chat_template",
+                    "split": "train",
+                }
+            ],
+            "lora_mlp_kernel": False,
+            "lora_qkv_kernel": False,
+            "lora_o_kernel": False,
+            "lora_embedding_kernel": False,
+        },
+    )
+    meta = load_datasets(cfg=cfg)
+    assert len(meta.train_dataset) == len(read_rows(path))
+    assert "input_ids" in meta.train_dataset.column_names

@@ -1,0 +1,152 @@
+"""`sealong` as users call it (in-process through main(), and one real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from axolotl_sealong.cli import main
+from axolotl_sealong.config import LabelConfig
+
+
+def test_help_documents_every_command_and_setting(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    top = capsys.readouterr().out
+    for cmd in ("label", "bench"):
+        assert cmd in top
+    with pytest.raises(SystemExit):
+        main(["label", "--help"])
+    text = capsys.readouterr().out
+    for name in LabelConfig.model_fields:
+        assert "--" + name.replace("_", "-") in text
+
+
+def _data(tmp_path):
+    rows = [
+        {
+            "context": f"Passage 1:\nKel{i} is the capital of Zorvan{i}.",
+            "question": f"What is the capital of Zorvan{i}?",
+            "answers": f"Kel{i}",
+        }
+        for i in range(2)
+    ]
+    path = tmp_path / "q.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_label_from_flags(tiny_llama_dir, tmp_path, capsys):
+    code = main(
+        [
+            "label",
+            "--data",
+            str(_data(tmp_path)),
+            "--out",
+            str(tmp_path / "out"),
+            "--model",
+            str(tiny_llama_dir),
+            "--num-samples",
+            "3",
+            "--max-new-tokens",
+            "8",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "MBR pick" in out and '"questions": 2' in out
+    assert (tmp_path / "out" / "preference.jsonl").exists()
+
+
+def test_label_from_axolotl_yaml_with_flag_override(tiny_llama_dir, tmp_path, capsys):
+    data = _data(tmp_path)
+    recipe = {
+        "base_model": str(tiny_llama_dir),
+        "plugins": ["axolotl_sealong.SeaLongPlugin"],
+        "datasets": [
+            {"path": data.name, "ds_type": "json", "type": "axolotl_sealong.self_label"}
+        ],
+        "sealong_num_samples": 5,
+        "sealong_max_new_tokens": 8,
+        "sealong_cache_dir": str(tmp_path / "cache"),
+    }
+    cfg_path = tmp_path / "recipe.yml"
+    cfg_path.write_text(yaml.safe_dump(recipe))
+    code = main(
+        [
+            "label",
+            "--config",
+            str(cfg_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--num-samples",
+            "3",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    diag = json.loads((tmp_path / "o" / "diagnostics.json").read_text())
+    assert diag["settings"]["num_samples"] == 3  # the flag wins over YAML
+    assert diag["settings"]["max_new_tokens"] == 8  # YAML value kept
+    assert diag["settings"]["model"] == str(tiny_llama_dir)  # from base_model
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--num-samples", "1"], "num_samples .*--num-samples.*>= 2"),
+        (["--top-p", "0"], r"top_p .*\(0, 1\]"),
+    ],
+)
+def test_bad_flags_give_one_clear_line(tmp_path, capsys, flags, match):
+    code = main(
+        ["label", "--data", str(_data(tmp_path)), "--out", str(tmp_path), *flags]
+    )
+    assert code == 2
+    import re
+
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_missing_data_is_explained(tmp_path, capsys):
+    assert main(["label", "--out", str(tmp_path)]) == 2
+    assert "--data PATH" in capsys.readouterr().err
+
+
+def test_bench_mbr_json_scoring_is_cheap_next_to_embedding(capsys):
+    assert main(["bench", "mbr", "--json", "--questions", "12", "--samples", "8"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"embed_s", "score_s"} <= set(result)
+    assert result["texts"] == 96
+    assert 250 <= result["mean_tokens_per_text"] <= 350
+    assert result["windows"] > result["texts"]  # ~300 tokens: two windows each
+    assert result["score_s"] < 0.05 * result["embed_s"]
+
+
+@pytest.mark.skipif(
+    shutil.which("sealong") is None, reason="console script not installed"
+)
+def test_console_script_runs():
+    out = subprocess.run(
+        ["sealong", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "label" in out
+
+
+def test_module_entry_point():
+    out = subprocess.run(
+        [sys.executable, "-m", "axolotl_sealong.cli", "bench", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "mbr" in out.stdout
