@@ -53,7 +53,9 @@ def bench_mbr(
     t0 = time.perf_counter()
     embedder = Embedder(embedder_name, long_text=long_text)
     load_s = time.perf_counter() - t0
-    tokens = embedder.model.tokenizer(flat[:64], add_special_tokens=False)["input_ids"]
+    tokens = embedder.model.tokenizer(
+        flat[:64], add_special_tokens=False, verbose=False
+    )["input_ids"]
     chunks, _, _ = embedder.windows(flat)
     t1 = time.perf_counter()
     emb = embedder.encode(flat)

@@ -100,7 +100,10 @@ class Embedder:
     def windows(self, texts: Sequence[str]) -> tuple[list[str], list[int], list[int]]:
         """Split texts into windows; returns windows, owner index, token count."""
         enc = self.model.tokenizer(
-            list(texts), add_special_tokens=False, return_offsets_mapping=True
+            list(texts),
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            verbose=False,  # long texts are expected: we window them below
         )
         chunks: list[str] = []
         owner: list[int] = []
