@@ -17,6 +17,8 @@ from axolotl_sealong.mbr import REJECTED_RULES, UTILITIES
 from axolotl_sealong.prompts import DEFAULT_STRATEGY, INSTRUCTIONS
 
 YAML_PREFIX = "sealong_"
+# Keys of the Axolotl plugin alone (args.py): how to train on the labeled rows.
+PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long")
 
 
 class LabelConfig(BaseModel):
@@ -183,19 +185,24 @@ class LabelConfig(BaseModel):
 
     @classmethod
     def from_yaml_dict(cls, cfg: dict[str, Any]) -> LabelConfig:
-        """Read ``sealong_*`` keys of an axolotl YAML (``base_model`` as default)."""
+        """Read ``sealong_*`` keys of an axolotl YAML (``base_model`` as default).
+
+        The plugin's own keys (how to train on the rows) are skipped here.
+        """
         values = {
             k[len(YAML_PREFIX) :]: v
             for k, v in cfg.items()
             if k.startswith(YAML_PREFIX) and v is not None
         }
-        values.pop("enabled", None)
+        for key in PLUGIN_ONLY_KEYS:
+            values.pop(key, None)
         if "model" not in values and cfg.get("base_model"):
             values["model"] = cfg["base_model"]
         known = set(cls.model_fields)
         unknown = sorted(set(values) - known)
         if unknown:
-            valid = ", ".join(YAML_PREFIX + k for k in sorted(known))
+            names = sorted(YAML_PREFIX + k for k in known | set(PLUGIN_ONLY_KEYS))
+            valid = ", ".join(names)
             raise ValueError(
                 "unknown setting(s) "
                 + ", ".join(YAML_PREFIX + k for k in unknown)
