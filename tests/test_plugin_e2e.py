@@ -27,7 +27,8 @@ def _questions(path: Path, n: int = 4) -> Path:
     rows = [
         {
             "context": "\n".join(
-                f"Passage {j}:\nZorvan{i}-{j} lies on the river Kel{j}." for j in range(6)
+                f"Passage {j}:\nZorvan{i}-{j} lies on the river Kel{j}."
+                for j in range(6)
             ),
             "question": f"Which river does Zorvan{i}-3 lie on?",
             "answers": ["Kel3"],
@@ -43,8 +44,12 @@ def _recipe(tmp: Path, model: Path, mode: str, **extra) -> Path:
         "base_model": str(model),
         "plugins": ["axolotl_sealong.SeaLongPlugin"],
         "datasets": [
-            {"path": str(_questions(tmp / "questions.jsonl")), "ds_type": "json",
-             "split": "train", "type": "axolotl_sealong.self_label"}
+            {
+                "path": str(_questions(tmp / "questions.jsonl")),
+                "ds_type": "json",
+                "split": "train",
+                "type": "axolotl_sealong.self_label",
+            }
         ],
         "sealong_num_samples": 3,
         "sealong_max_new_tokens": 16,
@@ -88,13 +93,13 @@ def _axolotl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         "AXOLOTL_DO_NOT_TRACK": "1",
         "TRL_EXPERIMENTAL_SILENCE": "1",
     }
-    return subprocess.run([AXOLOTL, *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [AXOLOTL, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
-def _samples_sampled(tmp: Path) -> list[dict]:
-    diags = list((tmp / "prepared" / "sealong").glob("*/diagnostics.json"))
-    return [json.loads(d.read_text()) for d in diags]
+def _labeled(root: Path) -> list[dict]:
+    return [json.loads(d.read_text()) for d in root.glob("*/diagnostics.json")]
 
 
 @pytest.mark.slow
@@ -103,7 +108,7 @@ def test_preprocess_then_train_leaves_an_adapter(tiny_llama_dir, tmp_path, mode)
     recipe = _recipe(tmp_path, tiny_llama_dir, mode)
     pre = _axolotl("preprocess", str(recipe), cwd=tmp_path)
     assert pre.returncode == 0, pre.stdout[-3000:] + pre.stderr[-3000:]
-    (diag,) = _samples_sampled(tmp_path)
+    (diag,) = _labeled(tmp_path / "prepared" / "sealong")
     assert diag["counts"]["sampled"] == 4
     assert not (tmp_path / "out" / "adapter_model.safetensors").exists()
 
@@ -115,39 +120,41 @@ def test_preprocess_then_train_leaves_an_adapter(tiny_llama_dir, tmp_path, mode)
     assert "self-labeling" not in log
     samples = list((tmp_path / "samples").glob("*/samples.jsonl"))
     assert len(samples) == 1 and len(samples[0].read_text().splitlines()) == 4
-
-
-@pytest.mark.slow
-def test_second_train_hits_the_sample_cache(tiny_llama_dir, tmp_path):
-    """Train twice with a different output folder for rows: samples come from cache."""
-    recipe = _recipe(tmp_path, tiny_llama_dir, "orpo")
-    first = _axolotl("train", str(recipe), "--launcher", "python", cwd=tmp_path)
-    assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]
-    # new rows folder (e.g. another machine's prepared path), same sample cache
-    recipe = _recipe(tmp_path, tiny_llama_dir, "orpo",
-                     sealong_output_dir=str(tmp_path / "rows2"))
-    second = _axolotl("train", str(recipe), "--launcher", "python", cwd=tmp_path)
-    assert second.returncode == 0, (second.stdout + second.stderr)[-5000:]
-    (diag,) = [json.loads(p.read_text())
-               for p in (tmp_path / "rows2").glob("*/diagnostics.json")]
+    if mode == "sft":
+        return
+    # rows written elsewhere (another prepared path, another machine sharing
+    # the sample cache): labeling runs again but every sample comes from cache
+    recipe = _recipe(
+        tmp_path, tiny_llama_dir, mode, sealong_output_dir=str(tmp_path / "rows2")
+    )
+    again = _axolotl("preprocess", str(recipe), cwd=tmp_path)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
+    (diag,) = _labeled(tmp_path / "rows2")
     assert diag["counts"]["cache_hits"] == 4 and diag["counts"]["sampled"] == 0
+
+
+def _load_cfg(path: Path):
+    """Axolotl's own config loading (plugins registered, schema merged), in-process."""
+    from axolotl.cli.config import load_cfg
+
+    return load_cfg(str(path))
 
 
 def test_bad_key_is_caught_at_config_validation(tiny_llama_dir, tmp_path):
     recipe = _recipe(tmp_path, tiny_llama_dir, "orpo", sealong_num_samples=1)
-    run = _axolotl("preprocess", str(recipe), cwd=tmp_path)
-    assert run.returncode != 0
-    assert "sealong_num_samples: num_samples must be >= 2" in run.stdout + run.stderr
-    assert not list(tmp_path.glob("samples/*/samples.jsonl"))
+    with pytest.raises(Exception, match="sealong_num_samples: num_samples must be"):
+        _load_cfg(recipe)
+    typo = _recipe(tmp_path, tiny_llama_dir, "orpo", sealong_num_sample=8)
+    with pytest.raises(Exception, match="unknown setting.*sealong_num_sample:"):
+        _load_cfg(typo)
+    cfg = _load_cfg(_recipe(tmp_path, tiny_llama_dir, "orpo"))
+    assert cfg.sealong_num_samples == 3  # declared keys survive validation
 
 
 def test_mode_without_matching_rl_is_refused(tiny_llama_dir, tmp_path):
     recipe = _recipe(tmp_path, tiny_llama_dir, "sft", sealong_mode="orpo")
-    run = _axolotl("preprocess", str(recipe), cwd=tmp_path)
-    assert run.returncode != 0
-    assert "sealong_mode: orpo does not match rl: None: set `rl: orpo`" in (
-        run.stdout + run.stderr
-    )
+    with pytest.raises(Exception, match="sealong_mode: orpo does not match rl"):
+        _load_cfg(recipe)
 
 
 @pytest.mark.parametrize("mode", ["orpo", "sft"])
@@ -156,8 +163,9 @@ def test_without_the_plugin_training_stops_with_a_clear_error(
 ):
     # a plugin that is not listed, or failed to import (axolotl only logs that):
     # the dataset type itself refuses to be trained on unlabeled
-    recipe = _recipe(tmp_path, tiny_llama_dir, mode,
-                     plugins=["axolotl_sealong_typo.SeaLongPlugin"])
+    recipe = _recipe(
+        tmp_path, tiny_llama_dir, mode, plugins=["axolotl_sealong_typo.SeaLongPlugin"]
+    )
     run = _axolotl("preprocess", str(recipe), cwd=tmp_path)
     out = run.stdout + run.stderr
     assert run.returncode != 0
