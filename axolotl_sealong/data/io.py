@@ -3,7 +3,7 @@
 Readers yield one record at a time, so a MuSiQue split or a Wikipedia dump is
 never held in memory: local ``.jsonl``/``.json`` (JSON Lines or one JSON
 array), optionally ``.gz``, ``.parquet`` (read batch by batch), or a Hugging
-Face dataset id read with ``streaming=True``.
+Face dataset id (or a local dataset folder) read with ``streaming=True``.
 """
 
 from __future__ import annotations
@@ -72,9 +72,10 @@ def is_local(source: str) -> bool:
 def iter_records(
     source: str, split: str = "train", config: str | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Records of a local file (see module docstring) or a streamed HF dataset."""
-    if is_local(source):
-        path = Path(source)
+    """Records of a local file (see module docstring), or of an HF dataset id or
+    dataset folder read by ``datasets`` with ``streaming=True``."""
+    path = Path(source)
+    if is_local(source) and not path.is_dir():
         if not path.is_file():
             raise FileNotFoundError(f"{source}: no such file")
         if path.name.endswith(".parquet"):
@@ -82,6 +83,8 @@ def iter_records(
         else:
             yield from _iter_json_file(path)
         return
+    # An HF id, or a local folder in a layout `datasets` understands (a clone
+    # of a hub dataset, a folder of jsonl/parquet shards): stream it.
     from datasets import load_dataset
 
     LOG.info("streaming %s (config %s, split %s)", source, config, split)

@@ -237,12 +237,16 @@ def _lexicons() -> dict[str, tuple[str, ...]]:
     return {s: tuple(list(v)[:LEXICON_SIZE]) for s, v in found.items()}
 
 
-@functools.lru_cache(maxsize=2)
-def _by_prefix(split: str) -> dict[str, tuple[str, ...]]:
+def _prefix_index(words: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     index: dict[str, list[str]] = {}
-    for word in _lexicons()[split]:
+    for word in words:
         index.setdefault(word[:3], []).append(word)
     return {k: tuple(v) for k, v in index.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _by_prefix(split: str, countries: bool = False) -> dict[str, tuple[str, ...]]:
+    return _prefix_index(_countries(split) if countries else _lexicons()[split])
 
 
 @functools.lru_cache(maxsize=2)
@@ -260,13 +264,15 @@ def lexicon(split: str) -> tuple[str, ...]:
     return _lexicons()[split] + _countries(split)
 
 
-def _word(rng: random.Random, split: str, like: str = "") -> str:
+def _word(
+    rng: random.Random, split: str, like: str = "", countries: bool = False
+) -> str:
     """A name word of ``split``; with ``like``, one sharing its first letters."""
     if like:
-        kin = _by_prefix(split).get(like[:3])
+        kin = _by_prefix(split, countries).get(like[:3])
         if kin and len(kin) > 1:
             return rng.choice(kin)
-    return rng.choice(_lexicons()[split])
+    return rng.choice(_countries(split) if countries else _lexicons()[split])
 
 
 class _World:
@@ -294,9 +300,7 @@ class _World:
                 others = [k for k in COMPANY_KINDS if k != kind]
                 return f"{word} {rng.choice(others)}"
             return f"{_word(rng, split)} {rng.choice(COMPANY_KINDS)}"
-        if etype == COUNTRY:
-            return rng.choice(_countries(split))
-        return _word(rng, split, like or "")
+        return _word(rng, split, like or "", countries=etype == COUNTRY)
 
     def _ok(self, name: str, is_answer: bool) -> bool:
         norm = normalize_answer(name)
@@ -343,9 +347,10 @@ def _passage(
     rng = world.rng
     used = {rel.name for rel, _ in facts}
     spare = [
-        r for r in RELATIONS
+        r
+        for r in RELATIONS
         if r.subject == etype and r.name not in used and r.name != "spouse"
-    ]  # fmt: skip
+    ]
     all_facts = list(facts)
     for rel in rng.sample(spare, min(extra_facts, len(spare))):
         all_facts.append((rel, world.new(rel.object)))
@@ -411,20 +416,32 @@ def make_item(
     for i, rel in enumerate(path):
         chain.append(world.new(rel.object, is_answer=i == len(path) - 1))
     supporting = [
-        _passage(world, chain[i], rel.subject, [(rel, chain[i + 1])],
-                 rng.randint(0, 2), rng.randint(0, 2))
+        _passage(
+            world,
+            chain[i],
+            rel.subject,
+            [(rel, chain[i + 1])],
+            rng.randint(0, 2),
+            rng.randint(0, 2),
+        )
         for i, rel in enumerate(path)
-    ]  # fmt: skip
+    ]
     decoys: list[str] = []
     for _ in range(decoy_chains):
         mirror = [world.new(path[0].subject, like=chain[0])]
         for i, rel in enumerate(path):
             mirror.append(world.new(rel.object, like=chain[i + 1]))
         decoys += [
-            _passage(world, mirror[i], rel.subject, [(rel, mirror[i + 1])],
-                     rng.randint(0, 2), rng.randint(0, 2))
+            _passage(
+                world,
+                mirror[i],
+                rel.subject,
+                [(rel, mirror[i + 1])],
+                rng.randint(0, 2),
+                rng.randint(0, 2),
+            )
             for i, rel in enumerate(path)
-        ]  # fmt: skip
+        ]
     item = SynthItem(
         question=compose_question(chain[0], path),
         answer=chain[-1],
@@ -436,8 +453,12 @@ def make_item(
     return item, world
 
 
-def _generic_passage(world: _World, chain: list[str]) -> str:
-    """A distractor about a new entity; sometimes its name echoes a chain name."""
+def _generic_passage(world: _World, chain: list[str], short: bool = False) -> str:
+    """A distractor about a new entity; sometimes its name echoes a chain name.
+
+    ``short`` passages state one fact and nothing else: the small pieces that
+    let a context end within a few tokens of its target.
+    """
     rng = world.rng
     etype = rng.choice(ENTITY_TYPES)
     like = None
@@ -446,25 +467,62 @@ def _generic_passage(world: _World, chain: list[str]) -> str:
         like = rng.choice(kin) if kin else None
     subject = world.new(etype, like=like)
     own = [r for r in RELATIONS if r.subject == etype]
-    n_facts = rng.randint(1, len(own))
+    n_facts = 1 if short else rng.randint(1, len(own))
     facts = [(r, world.new(r.object)) for r in rng.sample(own, n_facts)]
-    return _passage(world, subject, etype, facts, 0, rng.choice((0, 0, 1, 2)))
+    fillers = 0 if short else rng.choice((0, 0, 1, 2))
+    return _passage(world, subject, etype, facts, 0, fillers)
 
 
-def _generic_pool(
-    world: _World, chain: list[str], counter: TokenCounter, tokens: int, row_id: str
-) -> SortedPool:
-    """Enough generic distractors to fill ``tokens`` with room to choose."""
-    passages: list[Passage] = []
-    total = 0
-    while total < tokens:
-        batch = max(8, (tokens - total) // 40)
-        texts = [_generic_passage(world, chain) for _ in range(batch)]
-        keys = [f"{row_id}/g{len(passages) + i}" for i in range(batch)]
-        made = make_passages(counter, texts, keys)
-        passages += made
-        total += sum(p.tokens for p in made)
-    return SortedPool(passages)
+class GenericSource:
+    """Generic distractors made on demand for one row (the supply never ends).
+
+    A first batch covers the target; when nothing left fits the remaining
+    room, short one-fact passages are made until one fits or even the shortest
+    cannot.
+    """
+
+    def __init__(
+        self,
+        world: _World,
+        chain: list[str],
+        counter: TokenCounter,
+        tokens: int,
+        row_id: str,
+    ) -> None:
+        self.world, self.chain, self.counter, self.row_id = (
+            world,
+            chain,
+            counter,
+            row_id,
+        )
+        self.made = 0
+        self.smallest = 1  # tokens of the shortest passage made so far
+        self.sources = [self._batch(tokens, short=False)]
+
+    def _batch(self, tokens: int, short: bool) -> PoolSource:
+        passages: list[Passage] = []
+        total = 0
+        while total < tokens:
+            n = max(8, (tokens - total) // 40)
+            texts = [_generic_passage(self.world, self.chain, short) for _ in range(n)]
+            keys = [f"{self.row_id}/g{self.made + i}" for i in range(n)]
+            self.made += n
+            made = make_passages(self.counter, texts, keys)
+            passages += made
+            total += sum(p.tokens for p in made)
+        if short:
+            self.smallest = min(p.tokens for p in passages)
+        return PoolSource(SortedPool(passages), self.world.rng)
+
+    def take(self, room: int) -> Passage | None:
+        for _ in range(3):
+            for source in self.sources:
+                if (item := source.take(room)) is not None:
+                    return item
+            if room < self.smallest:
+                return None
+            self.sources.append(self._batch(min(room * 4, 4000), short=True))
+        return None
 
 
 def build_synth(
@@ -518,12 +576,10 @@ def build_synth(
             decoys = make_passages(
                 counter, item.decoys, [f"d{i}" for i in range(len(item.decoys))]
             )
-            pool = _generic_pool(
-                world, item.chain, counter, int(target * 1.1) + 64, row_id
-            )
+            generic = GenericSource(world, item.chain, counter, target, row_id)
             packed = pack_context(
                 support,
-                [OrderedSource(rng.sample(decoys, len(decoys))), PoolSource(pool, rng)],
+                [OrderedSource(rng.sample(decoys, len(decoys))), generic],
                 target,
                 counter,
                 rng,
