@@ -281,6 +281,19 @@ def test_cli_same_seed_same_file(tmp_path: Path, tiny_tokenizer_dir: Path) -> No
     assert read_rows(tmp_path / "a.parquet") == read_rows(tmp_path / "a.jsonl")
 
 
+def test_same_seed_asks_the_same_questions_at_other_lengths(
+    counter: TokenCounter,
+) -> None:
+    kwargs: dict[str, Any] = dict(num=5, seed=3, split="eval", counter=counter)
+    short, _ = build_synth(min_tokens=400, max_tokens=600, progress=False, **kwargs)
+    long, _ = build_synth(min_tokens=2000, max_tokens=2500, progress=False, **kwargs)
+    assert [r["question"] for r in short] == [r["question"] for r in long]
+    assert [r["answers"] for r in short] == [r["answers"] for r in long]
+    assert all(
+        a["num_tokens"] < b["num_tokens"] for a, b in zip(short, long, strict=True)
+    )
+
+
 def test_filler_vocabulary_is_not_a_name(counter: TokenCounter) -> None:
     for words in FILLER_WORDS.values():
         for word in words:

@@ -23,6 +23,7 @@ import heapq
 import logging
 import random
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -206,9 +207,10 @@ def _scan_wiki(
     wanted: set[str],
     seed: int,
     pool_size: int,
-) -> tuple[dict[str, str], list[Paragraph]]:
-    """Articles whose normalised titles are wanted, plus a seeded random sample."""
-    found: dict[str, str] = {}
+) -> tuple[dict[str, bytes], list[Paragraph]]:
+    """Articles whose normalised titles are wanted (compressed), plus a seeded
+    random sample of the others for topping up."""
+    found: dict[str, bytes] = {}  # zlib: articles are long, kept ~3x smaller
     pool = _BottomK(pool_size)
     seen = 0
     for rec in iter_records(source, split=split, config=config):
@@ -218,7 +220,8 @@ def _scan_wiki(
             continue
         key = normalize_title(title)
         if key in wanted:
-            found.setdefault(key, text.strip())
+            if key not in found:
+                found[key] = zlib.compress(text.strip().encode("utf-8"), 1)
         elif pool_size > 0:
             pool.offer(stable_hash("w", seed, key), key, Paragraph(title, text.strip()))
         if pool_size == 0 and len(found) == len(wanted):
@@ -299,7 +302,7 @@ def build_musique(
         len(questions),
         report.skip_summary(),
     )
-    articles: dict[str, str] | None = None
+    articles: dict[str, bytes] | None = None
     if wiki:
         wanted = {p.group for q in questions for p in q.supporting + q.others}
         articles, pool_paras = _scan_wiki(
@@ -324,7 +327,7 @@ def build_musique(
 
 
 def _documents(
-    question: Question, articles: dict[str, str] | None
+    question: Question, articles: dict[str, bytes] | None
 ) -> tuple[list[Paragraph], list[Paragraph]]:
     """Supporting and own distractor documents: paragraphs, or full articles."""
     if articles is None:
@@ -333,10 +336,14 @@ def _documents(
     if any(t not in articles for t in support_titles):
         raise SkipRow("supporting article not in the wiki dump")
     by_group = {p.group: p.title for p in question.supporting + question.others}
-    support = [Paragraph(by_group[t], articles[t]) for t in support_titles]
+
+    def article(title: str) -> str:
+        return zlib.decompress(articles[title]).decode("utf-8")
+
+    support = [Paragraph(by_group[t], article(t)) for t in support_titles]
     other_titles = dict.fromkeys(p.group for p in question.others)
     others = [
-        Paragraph(by_group[t], articles[t])
+        Paragraph(by_group[t], article(t))
         for t in other_titles
         if t in articles and t not in support_titles
     ]
@@ -346,7 +353,7 @@ def _documents(
 def _build_rows(
     questions: list[Question],
     pool: SortedPool,
-    articles: dict[str, str] | None,
+    articles: dict[str, bytes] | None,
     counter: TokenCounter,
     num: int,
     seed: int,

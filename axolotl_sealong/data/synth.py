@@ -565,11 +565,16 @@ def build_synth(
     while len(rows) < num and index < max_attempts:
         row_id = f"synth-{split}-{seed}-{index}"
         index += 1
-        rng = random.Random(f"sealong-synth:{split}:{seed}:{row_id}")
+        # Two streams: the question (and its decoys) depends only on the seed,
+        # split, index, hops and decoys, so files built with one seed at other
+        # lengths ask the same questions; the length and padding use the other.
+        rng_item = random.Random(f"sealong-synth:{split}:{seed}:{row_id}:item")
+        rng = random.Random(f"sealong-synth:{split}:{seed}:{row_id}:context")
         target = rng.randint(min_tokens, max_tokens)
-        n_hops = rng.randint(lo, hi)
+        n_hops = rng_item.randint(lo, hi)
         try:
-            item, world = make_item(rng, split, n_hops, distractors)
+            item, world = make_item(rng_item, split, n_hops, distractors)
+            world.rng = rng
             support = make_passages(
                 counter, item.supporting, [f"s{i}" for i in range(n_hops)]
             )
