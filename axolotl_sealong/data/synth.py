@@ -251,10 +251,12 @@ def _by_prefix(split: str, countries: bool = False) -> dict[str, tuple[str, ...]
 
 @functools.lru_cache(maxsize=2)
 def _countries(split: str) -> tuple[str, ...]:
+    """Country names: a word of the split plus a suffix ("Trubouland")."""
     names = (
         (w + suffix).capitalize()
         for w in _lexicons()[split][: LEXICON_SIZE // 4]
         for suffix in COUNTRY_SUFFIXES
+        if not (w[-1] in "aeiou" and suffix[0] in "aeiou")  # no "Gakaiia"
     )
     return tuple(n for n in names if len(n) <= 11 and split_of_word(n) == split)
 
