@@ -237,16 +237,12 @@ def _lexicons() -> dict[str, tuple[str, ...]]:
     return {s: tuple(list(v)[:LEXICON_SIZE]) for s, v in found.items()}
 
 
-def _prefix_index(words: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+@functools.lru_cache(maxsize=12)
+def _by_prefix(split: str, countries: bool, n: int) -> dict[str, tuple[str, ...]]:
     index: dict[str, list[str]] = {}
-    for word in words:
-        index.setdefault(word[:3], []).append(word)
+    for word in _countries(split) if countries else _lexicons()[split]:
+        index.setdefault(word[:n], []).append(word)
     return {k: tuple(v) for k, v in index.items()}
-
-
-@functools.lru_cache(maxsize=4)
-def _by_prefix(split: str, countries: bool = False) -> dict[str, tuple[str, ...]]:
-    return _prefix_index(_countries(split) if countries else _lexicons()[split])
 
 
 @functools.lru_cache(maxsize=2)
@@ -261,6 +257,11 @@ def _countries(split: str) -> tuple[str, ...]:
     return tuple(n for n in names if len(n) <= 11 and split_of_word(n) == split)
 
 
+@functools.lru_cache(maxsize=2)
+def _country_set(split: str) -> frozenset[str]:
+    return frozenset(_countries(split))
+
+
 def lexicon(split: str) -> tuple[str, ...]:
     """The name words a split may use (for tests and diagnostics)."""
     return _lexicons()[split] + _countries(split)
@@ -269,11 +270,15 @@ def lexicon(split: str) -> tuple[str, ...]:
 def _word(
     rng: random.Random, split: str, like: str = "", countries: bool = False
 ) -> str:
-    """A name word of ``split``; with ``like``, one sharing its first letters."""
+    """A name word of ``split``; with ``like``, a near miss: one sharing its
+    longest possible prefix (3, 2 or 1 letters)."""
     if like:
-        kin = _by_prefix(split, countries).get(like[:3])
-        if kin and len(kin) > 1:
-            return rng.choice(kin)
+        for n in (3, 2, 1):
+            kin = _by_prefix(split, countries, n).get(like[:n], ())
+            if any(k != like for k in kin[:2]):
+                while (word := rng.choice(kin)) == like:
+                    pass
+                return word
     return rng.choice(_countries(split) if countries else _lexicons()[split])
 
 
@@ -302,6 +307,15 @@ class _World:
                 others = [k for k in COMPANY_KINDS if k != kind]
                 return f"{word} {rng.choice(others)}"
             return f"{_word(rng, split)} {rng.choice(COMPANY_KINDS)}"
+        if etype == COUNTRY and like and rng.random() < 0.5:
+            # Same stem, another suffix ("Vebousland" -> "Vebousmark"), if any.
+            stem = next(
+                (like[: -len(x)] for x in COUNTRY_SUFFIXES if like.endswith(x)), ""
+            )
+            kin = [stem + x for x in COUNTRY_SUFFIXES if stem + x != like]
+            kin = [k for k in kin if k in _country_set(split)]
+            if kin:
+                return rng.choice(kin)
         return _word(rng, split, like or "", countries=etype == COUNTRY)
 
     def _ok(self, name: str, is_answer: bool) -> bool:
