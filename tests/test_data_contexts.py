@@ -67,6 +67,17 @@ def test_counter_matches_the_tokenizer_without_special_tokens(
     assert counter.count_many(texts) == expected
 
 
+def test_counter_ignores_truncation_saved_in_the_tokenizer(
+    tiny_tokenizer_dir: Path,
+) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tokenizer.backend_tokenizer.enable_truncation(max_length=8)
+    long_text = " ".join(WORDS * 20)
+    assert TokenCounter(tokenizer).count(long_text) > 100
+
+
 @pytest.mark.parametrize("target", [300, 1000, 4000])
 def test_pack_hits_target_within_tolerance(counter: TokenCounter, target: int) -> None:
     support = make_passages(counter, _texts(2, seed=1), ["s0", "s1"])

@@ -67,7 +67,14 @@ class TokenCounter:
     def __init__(self, tokenizer: Any, name: str = "") -> None:
         self.tokenizer = tokenizer
         self.name = name or str(getattr(tokenizer, "name_or_path", ""))
-        self._backend = getattr(tokenizer, "backend_tokenizer", None)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            # A private copy without the truncation/padding a tokenizer.json may
+            # carry: transformers resets those per call, the raw backend not.
+            backend = type(backend).from_str(backend.to_str())
+            backend.no_truncation()
+            backend.no_padding()
+        self._backend = backend
         self._headers: list[int] = [0]
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
