@@ -157,18 +157,24 @@ class _BottomK:
     def __contains__(self, key: str) -> bool:
         return key in self._keys
 
-    def offer(self, h: int, key: str, value: Any) -> None:
+    def accepts(self, h: int, key: str) -> bool:
+        """Whether ``offer`` would keep this item (build values only then)."""
         if self.k <= 0 or key in self._keys:
+            return False
+        if len(self._heap) < self.k:
+            return True
+        top_h, top_key = -self._heap[0][0], self._heap[0][1]
+        return h < top_h or (h == top_h and key > top_key)
+
+    def offer(self, h: int, key: str, value: Any) -> None:
+        if not self.accepts(h, key):
             return
         if len(self._heap) < self.k:
             heapq.heappush(self._heap, (-h, key, value))
-            self._keys.add(key)
-        elif -h > self._heap[0][0] or (
-            -h == self._heap[0][0] and key < self._heap[0][1]
-        ):
+        else:
             _, old, _ = heapq.heapreplace(self._heap, (-h, key, value))
             self._keys.discard(old)
-            self._keys.add(key)
+        self._keys.add(key)
 
     def sorted_values(self) -> list[Any]:
         return [v for _, _, v in sorted(self._heap, key=lambda e: (-e[0], e[1]))]
@@ -207,13 +213,15 @@ def _scan_wiki(
     wanted: set[str],
     seed: int,
     pool_size: int,
+    progress: bool = False,
 ) -> tuple[dict[str, bytes], list[Paragraph]]:
     """Articles whose normalised titles are wanted (compressed), plus a seeded
     random sample of the others for topping up."""
     found: dict[str, bytes] = {}  # zlib: articles are long, kept ~3x smaller
     pool = _BottomK(pool_size)
     seen = 0
-    for rec in iter_records(source, split=split, config=config):
+    records = iter_records(source, split=split, config=config)
+    for rec in _progress(records, "reading wiki", progress):
         seen += 1
         title, text = rec.get("title"), rec.get("text")
         if not isinstance(title, str) or not isinstance(text, str) or not text.strip():
@@ -222,14 +230,22 @@ def _scan_wiki(
         if key in wanted:
             if key not in found:
                 found[key] = zlib.compress(text.strip().encode("utf-8"), 1)
-        elif pool_size > 0:
-            pool.offer(stable_hash("w", seed, key), key, Paragraph(title, text.strip()))
+        elif pool.accepts(h := stable_hash("w", seed, key), key):
+            pool.offer(h, key, Paragraph(title, text.strip()))
         if pool_size == 0 and len(found) == len(wanted):
             break
     LOG.info(
         "wiki: read %d articles, found %d of %d titles", seen, len(found), len(wanted)
     )
     return found, pool.sorted_values()
+
+
+def _progress(items: Iterable[Any], desc: str, enabled: bool) -> Iterable[Any]:
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit=" items", mininterval=2.0)
 
 
 def _body(para: Paragraph, titles: bool) -> str:
@@ -292,7 +308,9 @@ def build_musique(
             "distractor pool": f"{pool_size} {'articles' if wiki else 'paragraphs'}",
         },
     )
-    records = iter_records(source, split=split, config=config)
+    records = _progress(
+        iter_records(source, split=split, config=config), "reading questions", progress
+    )
     questions, pool_paras = _scan_questions(
         records, seed, keep, 0 if wiki else pool_size, report
     )
@@ -306,7 +324,7 @@ def build_musique(
     if wiki:
         wanted = {p.group for q in questions for p in q.supporting + q.others}
         articles, pool_paras = _scan_wiki(
-            wiki, wiki_split, wiki_config, wanted, seed, pool_size
+            wiki, wiki_split, wiki_config, wanted, seed, pool_size, progress
         )
     pool = _pool(counter, pool_paras, use_titles)
     rows = _build_rows(
