@@ -13,6 +13,7 @@ import sys
 
 COMMANDS: tuple[str, ...] = (
     "axolotl_sealong.commands.label",
+    "axolotl_sealong.commands.data",
     "axolotl_sealong.commands.bench",
 )
 
