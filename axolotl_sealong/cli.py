@@ -14,6 +14,7 @@ import sys
 COMMANDS: tuple[str, ...] = (
     "axolotl_sealong.commands.label",
     "axolotl_sealong.commands.data",
+    "axolotl_sealong.commands.recipes",
     "axolotl_sealong.commands.bench",
 )
 
