@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Import-time notices of optional CUDA kernels that cannot apply on CPU.
+    for noisy in ("torchao", "bitsandbytes"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:

@@ -79,3 +79,13 @@ def test_recipes_list_and_copy(tmp_path, capsys):
     assert Path(copied["deepspeed"]).is_file()  # rewritten to the copied config
     assert main(["recipes", "copy", "nope", str(tmp_path)]) == 2
     assert "smollm2_135m_orpo_cpu" in capsys.readouterr().err
+
+
+def test_readme_lists_every_setting():
+    from axolotl_sealong.args import settings_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- settings-table:start -->\n")[1].split(
+        "\n<!-- settings-table:end -->"
+    )[0]
+    assert block == settings_markdown(), "run: python -m axolotl_sealong.args"
