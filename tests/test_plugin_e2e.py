@@ -171,3 +171,34 @@ def test_without_the_plugin_training_stops_with_a_clear_error(
     assert run.returncode != 0
     assert "this dataset needs `plugins: [axolotl_sealong.SeaLongPlugin]`" in out
     assert not (tmp_path / "prepared" / "sealong").exists()
+
+
+@pytest.mark.slow
+def test_concurrent_ranks_label_once(tiny_llama_dir, tmp_path):
+    """Two processes (as two ranks would) enter the hook at once: one labels."""
+    recipe = _recipe(tmp_path, tiny_llama_dir, "orpo")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "AXOLOTL_DO_NOT_TRACK": "1",
+    }
+    procs = [
+        subprocess.Popen(
+            [AXOLOTL, "preprocess", str(recipe)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs[0][-3000:] + logs[1][-3000:]
+    labeled = [log for log in logs if "sealong: self-labeling" in log]
+    reused = [log for log in logs if "sealong: reusing labeled rows" in log]
+    assert len(labeled) == 1 and len(reused) == 1
+    samples = list((tmp_path / "samples").glob("*/samples.jsonl"))
+    assert len(samples) == 1 and len(samples[0].read_text().splitlines()) == 4
