@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from axolotl_sealong.embedded import EMBEDDED_EMBEDDER, EMBEDDED_MODEL
 from axolotl_sealong.embedder import LONG_TEXT_RULES
@@ -19,6 +26,13 @@ from axolotl_sealong.prompts import DEFAULT_STRATEGY, INSTRUCTIONS
 YAML_PREFIX = "sealong_"
 # Keys of the Axolotl plugin alone (args.py): how to train on the labeled rows.
 PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long")
+# Settings that take one of a few names (kept as str so new names need no migration).
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "prompt_strategy": tuple(sorted(INSTRUCTIONS)),
+    "utility": UTILITIES,
+    "rejected": REJECTED_RULES,
+    "embedder_long_text": LONG_TEXT_RULES,
+}
 
 
 class LabelConfig(BaseModel):
@@ -146,32 +160,12 @@ class LabelConfig(BaseModel):
             raise ValueError("must be >= 1")
         return v
 
-    @field_validator("prompt_strategy")
+    @field_validator(*_CHOICES)
     @classmethod
-    def _strategy(cls, v: str) -> str:
-        if v not in INSTRUCTIONS:
-            raise ValueError(f"use one of {', '.join(sorted(INSTRUCTIONS))}")
-        return v
-
-    @field_validator("utility")
-    @classmethod
-    def _utility(cls, v: str) -> str:
-        if v not in UTILITIES:
-            raise ValueError(f"use one of {', '.join(UTILITIES)}")
-        return v
-
-    @field_validator("rejected")
-    @classmethod
-    def _rejected(cls, v: str) -> str:
-        if v not in REJECTED_RULES:
-            raise ValueError(f"use one of {', '.join(REJECTED_RULES)}")
-        return v
-
-    @field_validator("embedder_long_text")
-    @classmethod
-    def _long(cls, v: str) -> str:
-        if v not in LONG_TEXT_RULES:
-            raise ValueError(f"use one of {', '.join(LONG_TEXT_RULES)}")
+    def _one_of(cls, v: str, info: ValidationInfo) -> str:
+        valid = _CHOICES[str(info.field_name)]
+        if v not in valid:
+            raise ValueError(f"use one of {', '.join(valid)}")
         return v
 
     @model_validator(mode="after")
