@@ -12,6 +12,7 @@ import logging
 import sys
 
 COMMANDS: tuple[str, ...] = (
+    "axolotl_sealong.commands.eval",
 )
 
 
