@@ -23,7 +23,6 @@ rule) when the model's tokenizer and context length are known; see
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -188,11 +187,18 @@ def normalize_synth_row(
 # --------------------------------------------------------------------------- #
 # Tokenizer, context length and truncation
 # --------------------------------------------------------------------------- #
-@functools.lru_cache(maxsize=4)
-def load_tokenizer(name: str) -> Any:
-    from transformers import AutoTokenizer
+_TOKENIZERS: dict[str, Any] = {}
 
-    return AutoTokenizer.from_pretrained(name)
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """The tokenizer ``name``, loaded once per process (the tasks share it)."""
+    if name not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        _TOKENIZERS[name] = AutoTokenizer.from_pretrained(
+            name, trust_remote_code=trust_remote_code
+        )
+    return _TOKENIZERS[name]
 
 
 def tokenizer_name(metadata: Mapping[str, Any]) -> str | None:
@@ -296,12 +302,22 @@ def prepare_docs(
             f"got {mode!r}"
         )
     tok_name = tokenizer_name(metadata)
+    tokenizer = None
+    if tok_name:
+        # loaded here, before any generation, so a bad name cannot fail the run
+        # at the metric stage; output_tokens then counts words (with a warning)
+        try:
+            tokenizer = load_tokenizer(
+                tok_name, bool(metadata.get("trust_remote_code", False))
+            )
+        except Exception as err:  # noqa: BLE001 - any failure: no tokenizer
+            LOG.warning("%s: cannot load the tokenizer %s (%s)", name, tok_name, err)
+            tok_name = None
     for doc in docs:
         doc["tokenizer"] = tok_name or ""
         doc["context_tokens_cut"] = 0
     if mode == "none":
         return docs
-    tokenizer = load_tokenizer(tok_name) if tok_name else None
     max_length = resolve_max_length(metadata, tokenizer) if tokenizer else None
     if tokenizer is None or max_length is None:
         if mode == "error":

@@ -144,6 +144,36 @@ def test_env_var_selects_the_local_folder(monkeypatch: pytest.MonkeyPatch) -> No
     assert docs[0]["input"] == "Which dataset do the authors evaluate on?"
 
 
+def test_hub_mirror_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    calls: list[tuple[Any, ...]] = []
+
+    def fake_load(path: str, name: str, split: str) -> list[dict[str, Any]]:
+        calls.append((path, name, split))
+        return [{"context": "c", "question": "q?", "answers": ["a"], "_id": "x"}]
+
+    monkeypatch.delenv(eval_tasks.ENV_LONGBENCH_DIR, raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    docs = eval_tasks.load_longbench("musique")["test"]
+    assert calls == [("Xnhyacinth/LongBench", "musique", "test")]
+    assert docs[0]["input"] == "q?" and docs[0]["id"] == "x"
+
+    def offline(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(RuntimeError, match=r"musique.*set \$SEALONG_LONGBENCH_DIR"):
+        eval_tasks.load_longbench("musique")
+
+
+def test_unloadable_tokenizer_falls_back_to_words(tmp_path: Path) -> None:
+    docs = eval_tasks.load_longbench(
+        "qasper", longbench_dir=str(LONGBENCH_DIR), pretrained=str(tmp_path / "no")
+    )["test"]
+    assert docs[0]["tokenizer"] == ""
+
+
 def test_missing_folder_names_the_path(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
