@@ -15,6 +15,7 @@ COMMANDS: tuple[str, ...] = (
     "axolotl_sealong.commands.label",
     "axolotl_sealong.commands.data",
     "axolotl_sealong.commands.recipes",
+    "axolotl_sealong.commands.eval",
     "axolotl_sealong.commands.bench",
 )
 
