@@ -74,7 +74,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, src / name)
-    for name in ("axolotl_sealong", "lm_eval_tasks"):
+    for name in ("axolotl_sealong", "lm_eval_tasks", "recipes"):
         shutil.copytree(
             REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__")
         )
