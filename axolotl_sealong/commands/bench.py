@@ -38,6 +38,7 @@ def run_sampling(args: argparse.Namespace) -> int:
         args.model,
         args.openai_base_urls,
         log=progress,
+        repeats=args.repeats,
     )
     if args.json:
         print(json.dumps(rows))
@@ -91,5 +92,11 @@ def register(sub: Any) -> None:
     sampling.add_argument("--n", type=int, default=8, help="N (default 8)")
     sampling.add_argument("--model", default="embedded:smollm2-135m-instruct")
     sampling.add_argument("--openai-base-urls", help="server(s) for the openai row")
+    sampling.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="N=1 / N=8 pairs per length; medians reported (default 1)",
+    )
     sampling.add_argument("--json", action="store_true", help="one JSON list")
     sampling.set_defaults(func=run_sampling)
