@@ -13,6 +13,9 @@ import sys
 
 COMMANDS: tuple[str, ...] = (
     "axolotl_sealong.commands.label",
+    "axolotl_sealong.commands.data",
+    "axolotl_sealong.commands.recipes",
+    "axolotl_sealong.commands.eval",
     "axolotl_sealong.commands.bench",
 )
 
@@ -42,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Import-time notices of optional CUDA kernels that cannot apply on CPU.
+    for noisy in ("torchao", "bitsandbytes"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:

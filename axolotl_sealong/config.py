@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from axolotl_sealong.embedded import EMBEDDED_EMBEDDER, EMBEDDED_MODEL
 from axolotl_sealong.embedder import LONG_TEXT_RULES
@@ -17,6 +24,15 @@ from axolotl_sealong.mbr import REJECTED_RULES, UTILITIES
 from axolotl_sealong.prompts import DEFAULT_STRATEGY, INSTRUCTIONS
 
 YAML_PREFIX = "sealong_"
+# Keys of the Axolotl plugin alone (args.py): how to train on the labeled rows.
+PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long")
+# Settings that take one of a few names (kept as str so new names need no migration).
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "prompt_strategy": tuple(sorted(INSTRUCTIONS)),
+    "utility": UTILITIES,
+    "rejected": REJECTED_RULES,
+    "embedder_long_text": LONG_TEXT_RULES,
+}
 
 
 def split_urls(value: str) -> list[str]:
@@ -274,32 +290,12 @@ class LabelConfig(BaseModel):
             )
         return ",".join(urls)
 
-    @field_validator("prompt_strategy")
+    @field_validator(*_CHOICES)
     @classmethod
-    def _strategy(cls, v: str) -> str:
-        if v not in INSTRUCTIONS:
-            raise ValueError(f"use one of {', '.join(sorted(INSTRUCTIONS))}")
-        return v
-
-    @field_validator("utility")
-    @classmethod
-    def _utility(cls, v: str) -> str:
-        if v not in UTILITIES:
-            raise ValueError(f"use one of {', '.join(UTILITIES)}")
-        return v
-
-    @field_validator("rejected")
-    @classmethod
-    def _rejected(cls, v: str) -> str:
-        if v not in REJECTED_RULES:
-            raise ValueError(f"use one of {', '.join(REJECTED_RULES)}")
-        return v
-
-    @field_validator("embedder_long_text")
-    @classmethod
-    def _long(cls, v: str) -> str:
-        if v not in LONG_TEXT_RULES:
-            raise ValueError(f"use one of {', '.join(LONG_TEXT_RULES)}")
+    def _one_of(cls, v: str, info: ValidationInfo) -> str:
+        valid = _CHOICES[str(info.field_name)]
+        if v not in valid:
+            raise ValueError(f"use one of {', '.join(valid)}")
         return v
 
     @model_validator(mode="after")
@@ -318,19 +314,24 @@ class LabelConfig(BaseModel):
 
     @classmethod
     def from_yaml_dict(cls, cfg: dict[str, Any]) -> LabelConfig:
-        """Read ``sealong_*`` keys of an axolotl YAML (``base_model`` as default)."""
+        """Read ``sealong_*`` keys of an axolotl YAML (``base_model`` as default).
+
+        The plugin's own keys (how to train on the rows) are skipped here.
+        """
         values = {
             k[len(YAML_PREFIX) :]: v
             for k, v in cfg.items()
             if k.startswith(YAML_PREFIX) and v is not None
         }
-        values.pop("enabled", None)
+        for key in PLUGIN_ONLY_KEYS:
+            values.pop(key, None)
         if "model" not in values and cfg.get("base_model"):
             values["model"] = cfg["base_model"]
         known = set(cls.model_fields)
         unknown = sorted(set(values) - known)
         if unknown:
-            valid = ", ".join(YAML_PREFIX + k for k in sorted(known))
+            names = sorted(YAML_PREFIX + k for k in known | set(PLUGIN_ONLY_KEYS))
+            valid = ", ".join(names)
             raise ValueError(
                 "unknown setting(s) "
                 + ", ".join(YAML_PREFIX + k for k in unknown)

@@ -208,11 +208,35 @@ def _open_sampler(cfg: LabelConfig) -> Sampler:
     return sampler_from_config(cfg)
 
 
+def prompt_limits(cfg: LabelConfig) -> tuple[Any, int]:
+    """Tokenizer and context limit, without loading the weights.
+
+    Enough to size prompts and decide what the cache already has, so a fully
+    cached rerun never loads the sampling model.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    from axolotl_sealong.embedded import resolve_model
+
+    path = resolve_model(cfg.model)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.model_revision)
+    limit = getattr(
+        AutoConfig.from_pretrained(path, revision=cfg.model_revision),
+        "max_position_embeddings",
+        None,
+    )
+    return tokenizer, int(cfg.max_model_len or limit or 4096)
+
+
 def _fit_or_fail(
-    questions: list[Question], sampler: Sampler, cfg: LabelConfig, counts: Counter[str]
+    questions: list[Question],
+    tokenizer: Any,
+    max_model_len: int,
+    cfg: LabelConfig,
+    counts: Counter[str],
 ) -> list[Question]:
-    budget = sampler.max_model_len - cfg.max_new_tokens
-    kept, skipped = fit_prompts(questions, sampler.tokenizer, budget, cfg)
+    budget = max_model_len - cfg.max_new_tokens
+    kept, skipped = fit_prompts(questions, tokenizer, budget, cfg)
     counts["skipped_overlong"] = len(skipped)
     counts["truncated_middle"] = sum(q.truncated for q in kept)
     if skipped:
@@ -221,7 +245,7 @@ def _fit_or_fail(
             "- max_new_tokens %d); set overlong: truncate_middle to keep them",
             len(skipped),
             budget,
-            sampler.max_model_len,
+            max_model_len,
             cfg.max_new_tokens,
         )
     if not kept:
@@ -235,11 +259,15 @@ def _fit_or_fail(
 def _sample_missing(
     cfg: LabelConfig,
     kept: list[Question],
-    sampler: Sampler,
+    sampler: Sampler | None,
     counts: Counter[str],
     progress: bool,
 ) -> tuple[SampleStore, dict[str, list[str]]]:
-    """Reuse cached questions, sample the rest, append each as it finishes."""
+    """Reuse cached questions, sample the rest, append each as it finishes.
+
+    The sampling model is loaded (and freed) here, only when something is
+    missing from the cache; a sampler passed in by the caller is left open.
+    """
     from tqdm.auto import tqdm
 
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "samples"
@@ -270,12 +298,17 @@ def _sample_missing(
         SampleRequest(q.key, q.user_message, question_seed(cfg.seed, q.key))
         for q in todo
     ]
+    engine = sampler or _open_sampler(cfg)
     bar = tqdm(total=len(requests), desc="sampling", unit="q", disable=not progress)
-    for req, samples in sampler.sample(requests, params):
-        store.append(req.key, samples)
-        done[req.key] = samples
-        bar.update(1)
-    bar.close()
+    try:
+        for req, samples in engine.sample(requests, params):
+            store.append(req.key, samples)
+            done[req.key] = samples
+            bar.update(1)
+    finally:
+        bar.close()
+        if sampler is None:
+            engine.close()
     return store, done
 
 
@@ -358,15 +391,14 @@ def label(
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter(questions=len(questions))
 
-    own_sampler = sampler is None
-    sampler = sampler or _open_sampler(cfg)
-    seconds["load_sampler"] = clock() - t0
-    kept = _fit_or_fail(questions, sampler, cfg, counts)
+    if sampler is not None:
+        tokenizer, max_model_len = sampler.tokenizer, sampler.max_model_len
+    else:
+        tokenizer, max_model_len = prompt_limits(cfg)
+    kept = _fit_or_fail(questions, tokenizer, max_model_len, cfg, counts)
     t1 = clock()
     store, done = _sample_missing(cfg, kept, sampler, counts, progress)
     seconds["sample"] = clock() - t1
-    if own_sampler:
-        sampler.close()
 
     t2 = clock()
     embeddings = None

@@ -256,7 +256,9 @@ class OpenAISampler:
                 raise ValueError(
                     f"question {req.key}: {length} prompt tokens + "
                     f"{params.max_new_tokens} new tokens exceed max_model_len "
-                    f"{self.max_model_len}"
+                    f"{self.max_model_len} (what the server accepts): set "
+                    f"max_model_len: {self.max_model_len} so such prompts are "
+                    "skipped or truncated before sampling"
                 )
         if not todo:
             return

@@ -229,3 +229,21 @@ def test_unknown_yaml_key_lists_valid_keys():
         LabelConfig.from_yaml_dict({"sealong_num_sample": 4})
     cfg = LabelConfig.from_yaml_dict({"base_model": "m", "sealong_num_samples": 4})
     assert cfg.model == "m" and cfg.num_samples == 4
+
+
+def test_fully_cached_rerun_never_loads_the_sampling_model(
+    tiny_llama_dir, tmp_path, monkeypatch
+):
+    import axolotl_sealong.pipeline as pipeline
+
+    cfg = _cfg(tiny_llama_dir, tmp_path / "c")
+    label(cfg, _rows(2), tmp_path / "a", progress=False)
+
+    def no_model(cfg):
+        raise AssertionError("the sampling model was loaded for a cached run")
+
+    monkeypatch.setattr(pipeline, "_open_sampler", no_model)
+    again = label(cfg, _rows(2), tmp_path / "b", progress=False)
+    assert again.counts["cache_hits"] == 2
+    with pytest.raises(AssertionError, match="sampling model was loaded"):
+        label(cfg, _rows(3), tmp_path / "c3", progress=False)  # one new question

@@ -1,0 +1,267 @@
+"""Streaming readers, atomic JSONL/parquet writers and the dataset card.
+
+Readers yield one record at a time, so a MuSiQue split or a Wikipedia dump is
+never held in memory: local ``.jsonl``/``.json`` (JSON Lines or one JSON
+array), optionally ``.gz``, ``.parquet`` (read batch by batch), or a Hugging
+Face dataset id (or a local dataset folder) read with ``streaming=True``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import os
+import statistics
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+LOG = logging.getLogger(__name__)
+
+OUTPUT_SUFFIXES = (".jsonl", ".parquet")
+LOCAL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return path.open("r", encoding="utf-8")
+
+
+def _iter_json_file(path: Path) -> Iterator[dict[str, Any]]:
+    with _open_text(path) as handle:
+        seen = False
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            if not seen and line.lstrip().startswith("["):
+                break
+            seen = True
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {lineno}: not JSON ({err})") from None
+        else:
+            return
+    # One JSON array: the standard library cannot stream it; such files are
+    # small in practice (samples, HippoRAG-style copies).
+    LOG.warning("%s is one JSON array, not JSON Lines: reading it whole", path)
+    with _open_text(path) as handle:
+        records = json.load(handle)
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected JSON Lines or a JSON array")
+    yield from records
+
+
+def _iter_parquet(path: Path, batch_size: int = 256) -> Iterator[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as pfile:
+        for batch in pfile.iter_batches(batch_size=batch_size):
+            yield from batch.to_pylist()
+
+
+def is_local(source: str) -> bool:
+    return os.path.exists(source) or source.endswith(LOCAL_SUFFIXES)
+
+
+def iter_records(
+    source: str, split: str = "train", config: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Records of a local file (see module docstring), or of an HF dataset id or
+    dataset folder read by ``datasets`` with ``streaming=True``."""
+    path = Path(source)
+    if is_local(source) and not path.is_dir():
+        if not path.is_file():
+            raise FileNotFoundError(f"{source}: no such file")
+        if path.name.endswith(".parquet"):
+            yield from _iter_parquet(path)
+        else:
+            yield from _iter_json_file(path)
+        return
+    # An HF id, or a local folder in a layout `datasets` understands (a clone
+    # of a hub dataset, a folder of jsonl/parquet shards): stream it.
+    from datasets import load_dataset
+
+    LOG.info("streaming %s (config %s, split %s)", source, config, split)
+    stream = load_dataset(source, name=config, split=split, streaming=True)
+    for record in stream:
+        yield dict(record)
+
+
+def check_output_path(out: str | Path) -> Path:
+    path = Path(out)
+    if path.suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(
+            f"--out {out}: use a name ending in {' or '.join(OUTPUT_SUFFIXES)}"
+        )
+    return path
+
+
+def card_path(out: str | Path) -> Path:
+    """``train.jsonl`` -> ``train.card.md`` next to it."""
+    path = Path(out)
+    return path.with_name(path.stem + ".card.md")
+
+
+def write_rows(rows: Sequence[Mapping[str, Any]], out: str | Path) -> Path:
+    """Write JSONL or parquet (by suffix), atomically (temp file, then rename)."""
+    path = check_output_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    if path.suffix == ".jsonl":
+        with tmp.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist([dict(r) for r in rows]), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Read back what ``write_rows`` wrote (tests, ``sealong label``)."""
+    return list(iter_records(str(path)))
+
+
+@dataclass
+class BuildReport:
+    """What a builder did: rows kept, rows skipped by reason, settings."""
+
+    kind: str
+    settings: dict[str, Any]
+    requested: int
+    considered: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    short: int = 0  # rows kept below tolerance because distractors ran out
+    notes: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+
+    def skip_summary(self) -> str:
+        if not self.skipped:
+            return "none"
+        return ", ".join(f"{n} {r}" for r, n in self.skipped.most_common())
+
+
+def histogram(values: Sequence[int], bins: int = 10, width: int = 40) -> str:
+    """A plain-text histogram (one line per bin) for the dataset card."""
+    if not values:
+        return "(no rows)"
+    lo, hi = min(values), max(values)
+    step = max(1, -(-(hi - lo + 1) // bins))
+    counts = Counter((v - lo) // step for v in values)
+    top = max(counts.values())
+    lines = []
+    for b in range(-(-(hi - lo + 1) // step)):
+        start = lo + b * step
+        n = counts.get(b, 0)
+        bar = "#" * max(1 if n else 0, round(width * n / top))
+        lines.append(f"{start:>7}-{start + step - 1:<7} {n:>6} {bar}")
+    return "\n".join(lines)
+
+
+def render_card(
+    report: BuildReport, rows: Sequence[Mapping[str, Any]], out: Path, command: str
+) -> str:
+    lengths = [int(r["num_tokens"]) for r in rows]
+    stats = "no rows"
+    if lengths:
+        stats = (
+            f"min {min(lengths)}, median {int(statistics.median(lengths))}, "
+            f"mean {statistics.mean(lengths):.0f}, max {max(lengths)}"
+        )
+    settings = "\n".join(f"- `{k}`: `{v}`" for k, v in report.settings.items())
+    skipped = "\n".join(f"- {r}: {n}" for r, n in report.skipped.most_common())
+    notes = "\n".join(f"- {n}" for n in report.notes)
+    return f"""# {out.name}
+
+Built by `axolotl-sealong` (`sealong data {report.kind}`); see
+`axolotl_sealong/data/README.md` for how contexts are built.
+
+Command:
+
+```
+{command}
+```
+
+## Settings
+
+{settings}
+
+## Counts
+
+- rows written: {len(rows)} (requested {report.requested})
+- source items considered: {report.considered}
+- rows kept below the length tolerance (distractors ran out): {report.short}
+- skipped: {sum(report.skipped.values())}
+{skipped or "- (nothing skipped)"}
+
+## Context length (tokens of the tokenizer above)
+
+{stats}
+
+```
+{histogram(lengths)}
+```
+
+## Fields
+
+`id`, `context`, `question`, `answers` (gold answers: diagnostics and
+evaluation only, never training targets), `num_tokens` (the context string's
+token count), `target_tokens`, plus builder metadata.
+{chr(10) + "## Notes" + chr(10) + chr(10) + notes + chr(10) if notes else ""}"""
+
+
+def write_dataset(
+    rows: Sequence[Mapping[str, Any]],
+    out: str | Path,
+    report: BuildReport,
+    command: str,
+) -> tuple[Path, Path]:
+    """Rows plus the card next to them; returns both paths."""
+    path = write_rows(rows, out)
+    card = card_path(path)
+    card.write_text(render_card(report, rows, path, command), encoding="utf-8")
+    return path, card
+
+
+def check_lengths(num: int, min_tokens: int, max_tokens: int) -> None:
+    if num <= 0:
+        raise ValueError(f"--num must be positive, got {num}")
+    if min_tokens <= 0 or max_tokens < min_tokens:
+        raise ValueError(
+            f"need 0 < --min-tokens <= --max-tokens, got {min_tokens} and {max_tokens}"
+        )
+
+
+def finish_report(report: BuildReport, rows: list[dict[str, Any]], what: str) -> None:
+    """Log the outcome; a clear error when nothing usable is left."""
+    if not rows:
+        raise ValueError(
+            f"no usable {what}: read {report.considered} items, built 0 rows; "
+            f"skipped: {report.skip_summary()}"
+        )
+    if len(rows) < report.requested:
+        note = (
+            f"only {len(rows)} of {report.requested} requested rows could be built "
+            "(see the skip counts)"
+        )
+        report.notes.append(note)
+        LOG.warning(note)
+    if report.short:
+        note = (
+            f"{report.short} rows end more than the tolerance below their target: "
+            "the distractor supply ran out (raise the pool size or lower the range)"
+        )
+        report.notes.append(note)
+        LOG.warning(note)
+    LOG.info("built %d rows; skipped: %s", len(rows), report.skip_summary())

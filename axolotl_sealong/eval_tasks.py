@@ -1,0 +1,527 @@
+"""Data loading, prompts and metrics behind the ``longbench_sealong`` lm-eval tasks.
+
+The task YAMLs live in ``lm_eval_tasks/lm_eval/tasks/longbench_sealong/`` (source
+checkout) and are installed as ``site-packages/lm_eval/tasks/longbench_sealong/``,
+where lm-eval finds them with no flag. Their ``utils.py`` only forwards to the
+functions here, so the logic is importable, typed and tested like the rest of
+the package. Nothing here imports torch, transformers or datasets at module level.
+
+Where the data comes from (first match wins):
+
+* LongBench: ``--metadata '{"longbench_dir": DIR}'``, else ``$SEALONG_LONGBENCH_DIR``,
+  else the Hugging Face parquet mirror ``Xnhyacinth/LongBench`` (the one lm-eval's
+  own ``longbench`` tasks use). ``DIR`` holds one ``<subset>.jsonl`` per subset in
+  the LongBench schema (``context``, ``input`` or ``question``, ``answers``).
+* Synthetic held-out set: ``--metadata '{"synth_eval_path": FILE}'``, else
+  ``$SEALONG_SYNTH_EVAL``, else ``<SEALONG_CACHE>/synth/eval.jsonl``. Rows have
+  ``context``, ``question``, ``answers`` and ``num_tokens``.
+
+Prompts too long for the model are cut in the middle of the context (LongBench's
+rule) when the model's tokenizer and context length are known; see
+:func:`fit_context` and the task README.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from axolotl_sealong.metrics import extract_final_answer, sub_em
+from axolotl_sealong.prompts import build_user_prompt
+
+LOG = logging.getLogger(__name__)
+
+#: The five subsets of the paper's Table 2, in its column order.
+PAPER_SUBSETS: tuple[str, ...] = (
+    "qasper",
+    "multifieldqa_en",
+    "hotpotqa",
+    "musique",
+    "2wikimqa",
+)
+#: Also run by the reference code, not reported in the paper.
+EXTRA_SUBSETS: tuple[str, ...] = ("narrativeqa",)
+LONGBENCH_SUBSETS: tuple[str, ...] = PAPER_SUBSETS + EXTRA_SUBSETS
+
+LONGBENCH_REPO = "Xnhyacinth/LongBench"
+ENV_LONGBENCH_DIR = "SEALONG_LONGBENCH_DIR"
+ENV_SYNTH_EVAL = "SEALONG_SYNTH_EVAL"
+STRATEGY = "plan_and_solve"
+#: Tokens kept free for the answer when fitting a prompt (the tasks' max_gen_toks).
+DEFAULT_MAX_GEN_TOKS = 1024
+TRUNCATION_MODES = ("middle", "error", "none")
+
+_TASKS_SUBDIR = Path("lm_eval") / "tasks" / "longbench_sealong"
+
+
+# --------------------------------------------------------------------------- #
+# Where the task YAMLs are
+# --------------------------------------------------------------------------- #
+def _task_dir_candidates() -> list[Path]:
+    root = Path(__file__).resolve().parent.parent
+    return [
+        root / "lm_eval_tasks" / _TASKS_SUBDIR,  # source checkout / editable
+        root / _TASKS_SUBDIR,  # wheel: same site-packages as axolotl_sealong
+    ]
+
+
+def task_dir() -> Path:
+    """The folder of the ``longbench_sealong`` YAMLs (for ``include_path``)."""
+    for candidate in _task_dir_candidates():
+        if (candidate / "_template_yaml").is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in _task_dir_candidates())
+    raise FileNotFoundError(
+        f"the longbench_sealong task folder is missing (looked in {tried}); "
+        "reinstall axolotl-sealong"
+    )
+
+
+def lm_eval_tasks_root() -> Path | None:
+    """The directory lm-eval scans by default (None when lm-eval is missing)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("lm_eval.tasks")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).resolve().parent
+
+
+def found_by_default() -> bool:
+    """True when lm-eval already indexes our folder with no ``--include_path``."""
+    root = lm_eval_tasks_root()
+    try:
+        return root is not None and task_dir().resolve().is_relative_to(root)
+    except FileNotFoundError:
+        return False
+
+
+# --------------------------------------------------------------------------- #
+# Reading and checking rows
+# --------------------------------------------------------------------------- #
+def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, row)`` pairs; bad JSON names the file and line."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    rows: list[tuple[int, dict[str, Any]]] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({err})") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
+            rows.append((lineno, row))
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def _require_str(row: Mapping[str, Any], names: Sequence[str], where: str) -> str:
+    for name in names:
+        if name in row:
+            value = row[name]
+            if not isinstance(value, str):
+                raise ValueError(
+                    f"{where}: field {name!r} must be a string, "
+                    f"got {type(value).__name__}"
+                )
+            return value
+    raise ValueError(f"{where}: missing field {' or '.join(map(repr, names))}")
+
+
+def _require_answers(row: Mapping[str, Any], where: str) -> list[str]:
+    if "answers" not in row:
+        raise ValueError(f"{where}: missing field 'answers'")
+    answers = row["answers"]
+    if (
+        not isinstance(answers, list)
+        or not answers
+        or not all(isinstance(a, str) for a in answers)
+    ):
+        raise ValueError(
+            f"{where}: field 'answers' must be a non-empty list of strings"
+        )
+    if not any(a.strip() for a in answers):
+        raise ValueError(f"{where}: field 'answers' has only empty strings")
+    return list(answers)
+
+
+def normalize_longbench_row(
+    row: Mapping[str, Any], where: str, index: int
+) -> dict[str, Any]:
+    """A LongBench row (``input`` in THUDM's files, ``question`` in the mirror)."""
+    length = row.get("length")
+    return {
+        "id": str(row.get("_id") or row.get("id") or index),
+        "context": _require_str(row, ("context",), where),
+        "input": _require_str(row, ("input", "question"), where),
+        "answers": _require_answers(row, where),
+        "length": int(length) if isinstance(length, int | float) else -1,
+    }
+
+
+def normalize_synth_row(
+    row: Mapping[str, Any], where: str, index: int
+) -> dict[str, Any]:
+    """A row of ``sealong data synth --split eval``."""
+    num_tokens = row.get("num_tokens")
+    if "num_tokens" in row and not isinstance(num_tokens, int):
+        raise ValueError(f"{where}: field 'num_tokens' must be an integer")
+    return {
+        "id": str(row.get("id") or row.get("_id") or index),
+        "context": _require_str(row, ("context",), where),
+        "input": _require_str(row, ("question",), where),
+        "answers": _require_answers(row, where),
+        "length": num_tokens if isinstance(num_tokens, int) else -1,
+    }
+
+
+# --------------------------------------------------------------------------- #
+# Tokenizer, context length and truncation
+# --------------------------------------------------------------------------- #
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """The tokenizer ``name``, loaded once per process (the tasks share it)."""
+    if name not in _TOKENIZERS:
+        from transformers import AutoTokenizer
+
+        _TOKENIZERS[name] = AutoTokenizer.from_pretrained(
+            name, trust_remote_code=trust_remote_code
+        )
+    return _TOKENIZERS[name]
+
+
+def tokenizer_name(metadata: Mapping[str, Any]) -> str | None:
+    """The model's tokenizer: ``tokenizer=`` or ``pretrained=`` from model_args."""
+    for key in ("tokenizer", "pretrained"):
+        value = metadata.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def resolve_max_length(metadata: Mapping[str, Any], tokenizer: Any) -> int | None:
+    """The model's context length, found the way lm-eval's ``hf`` model finds it."""
+    for key in ("max_length", "max_model_len"):
+        if metadata.get(key):
+            return int(metadata[key])
+    name = metadata.get("pretrained")
+    if isinstance(name, str) and name:
+        try:
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(name)
+        except Exception as err:  # noqa: BLE001 - any failure means "unknown"
+            LOG.info("cannot read the config of %s (%s)", name, err)
+        else:
+            for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+                value = getattr(config, attr, None)
+                if isinstance(value, int) and value > 0:
+                    return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 10**9:
+        return limit
+    return None
+
+
+def _count(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def prompt_tokens(tokenizer: Any, prompt: str) -> int:
+    """Tokens of the prompt as one chat user turn (plain text without a template)."""
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        return _count(tokenizer, text)
+    return _count(tokenizer, prompt)
+
+
+def fit_context(
+    doc: dict[str, Any], tokenizer: Any, budget: int, mode: str, where: str
+) -> dict[str, Any]:
+    """Cut the middle of ``doc["context"]`` until the prompt fits ``budget`` tokens.
+
+    ``mode="error"`` refuses instead. The question and instruction at the end and
+    the chat header at the start are never cut (LongBench's official rule cuts
+    the middle of the prompt; lm-eval's ``hf`` model would cut the start).
+    """
+    total = prompt_tokens(tokenizer, doc_to_text(doc))
+    if total <= budget:
+        return doc
+    if mode == "error":
+        raise ValueError(
+            f"{where}: the prompt is {total} tokens, over the budget of {budget} "
+            "(max_length - max_gen_toks); pass --metadata "
+            '\'{"truncation": "middle"}\' to cut the middle of the context'
+        )
+    ids = tokenizer(doc["context"], add_special_tokens=False)["input_ids"]
+    keep = len(ids) - (total - budget)
+    context = doc["context"]
+    for _ in range(8):  # decoding and re-encoding can shift a few tokens
+        if keep <= 0:
+            raise ValueError(
+                f"{where}: the prompt does not fit in {budget} tokens even with an "
+                "empty context; raise max_length or lower max_gen_toks"
+            )
+        head = tokenizer.decode(ids[: keep // 2], skip_special_tokens=True)
+        tail = tokenizer.decode(
+            ids[len(ids) - (keep - keep // 2) :], skip_special_tokens=True
+        )
+        context = head + tail
+        total = prompt_tokens(tokenizer, doc_to_text({**doc, "context": context}))
+        if total <= budget:
+            break
+        keep -= total - budget
+    else:
+        raise ValueError(f"{where}: could not fit the prompt in {budget} tokens")
+    return {**doc, "context": context, "context_tokens_cut": len(ids) - keep}
+
+
+def prepare_docs(
+    docs: list[dict[str, Any]], metadata: Mapping[str, Any], name: str
+) -> list[dict[str, Any]]:
+    """Attach the tokenizer name (for ``output_tokens``) and fit the prompts."""
+    mode = str(metadata.get("truncation", "middle"))
+    if mode not in TRUNCATION_MODES:
+        raise ValueError(
+            f"metadata 'truncation' must be one of {', '.join(TRUNCATION_MODES)}, "
+            f"got {mode!r}"
+        )
+    tok_name = tokenizer_name(metadata)
+    tokenizer = None
+    if tok_name:
+        # loaded here, before any generation, so a bad name cannot fail the run
+        # at the metric stage; output_tokens then counts words (with a warning)
+        try:
+            tokenizer = load_tokenizer(
+                tok_name, bool(metadata.get("trust_remote_code", False))
+            )
+        except Exception as err:  # noqa: BLE001 - any failure: no tokenizer
+            LOG.warning("%s: cannot load the tokenizer %s (%s)", name, tok_name, err)
+            tok_name = None
+    for doc in docs:
+        doc["tokenizer"] = tok_name or ""
+        doc["context_tokens_cut"] = 0
+    if mode == "none":
+        return docs
+    max_length = resolve_max_length(metadata, tokenizer) if tokenizer else None
+    if tokenizer is None or max_length is None:
+        if mode == "error":
+            raise ValueError(
+                f"{name}: truncation 'error' needs the model's tokenizer and length: "
+                "pass pretrained= (or tokenizer=) and max_length= in --model_args "
+                "or --metadata"
+            )
+        LOG.warning(
+            "%s: the model's tokenizer or context length is unknown, so the task "
+            "does not fit prompts; the backend's rule applies (hf cuts the start)",
+            name,
+        )
+        return docs
+    reserve = int(metadata.get("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
+    budget = max_length - reserve
+    fitted = [
+        fit_context(doc, tokenizer, budget, mode, f"{name} doc {doc['id']}")
+        for doc in docs
+    ]
+    cut = sum(1 for doc in fitted if doc["context_tokens_cut"])
+    if cut:
+        LOG.warning(
+            "%s: cut the middle of %d of %d contexts to fit %d tokens "
+            "(max_length %d - max_gen_toks %d)",
+            name,
+            cut,
+            len(fitted),
+            budget,
+            max_length,
+            reserve,
+        )
+    return fitted
+
+
+# --------------------------------------------------------------------------- #
+# custom_dataset loaders (called as f(**metadata, **dataset_kwargs))
+# --------------------------------------------------------------------------- #
+def _as_dataset(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    import datasets
+
+    return {"test": datasets.Dataset.from_list(docs)}
+
+
+def longbench_source(metadata: Mapping[str, Any]) -> Path | None:
+    """The local LongBench folder, or None for the Hugging Face mirror."""
+    value = metadata.get("longbench_dir") or os.environ.get(ENV_LONGBENCH_DIR)
+    if not value:
+        return None
+    path = Path(str(value)).expanduser()
+    origin = (
+        "metadata 'longbench_dir'"
+        if metadata.get("longbench_dir")
+        else (f"${ENV_LONGBENCH_DIR}")
+    )
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} (from {origin}): no such folder")
+    return path
+
+
+def longbench_docs(subset: str, metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
+    folder = longbench_source(metadata)
+    if folder is not None:
+        path = folder / f"{subset}.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: subset {subset!r} is missing from the local LongBench "
+                f"folder {folder} (one <subset>.jsonl per subset)"
+            )
+        return [
+            normalize_longbench_row(row, f"{path}:{lineno}", i)
+            for i, (lineno, row) in enumerate(read_jsonl(path))
+        ]
+    import datasets
+
+    repo = str(metadata.get("longbench_repo") or LONGBENCH_REPO)
+    try:
+        rows = datasets.load_dataset(repo, subset, split="test")
+    except Exception as err:
+        raise RuntimeError(
+            f"cannot load {repo} ({subset}, test) from the Hugging Face hub: {err}. "
+            f"Offline, set ${ENV_LONGBENCH_DIR} to a folder of <subset>.jsonl files"
+        ) from err
+    return [
+        normalize_longbench_row(row, f"{repo}/{subset} row {i}", i)
+        for i, row in enumerate(rows)
+    ]
+
+
+def load_longbench(subset: str = "", **metadata: Any) -> dict[str, Any]:
+    """``custom_dataset`` of the LongBench tasks (``dataset_kwargs: {subset: ...}``)."""
+    if subset not in LONGBENCH_SUBSETS:
+        raise ValueError(
+            f"unknown LongBench subset {subset!r}: use one of "
+            f"{', '.join(LONGBENCH_SUBSETS)}"
+        )
+    docs = longbench_docs(subset, metadata)
+    return _as_dataset(prepare_docs(docs, metadata, f"longbench_sealong_{subset}"))
+
+
+def synth_path(metadata: Mapping[str, Any]) -> Path:
+    value = metadata.get("synth_eval_path") or os.environ.get(ENV_SYNTH_EVAL)
+    if value:
+        path = Path(str(value)).expanduser()
+        origin = (
+            "metadata 'synth_eval_path'"
+            if metadata.get("synth_eval_path")
+            else f"${ENV_SYNTH_EVAL}"
+        )
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} (from {origin}): no such file")
+        return path
+    from axolotl_sealong.embedded import cache_root
+
+    path = cache_root() / "synth" / "eval.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no held-out synthetic set: set ${ENV_SYNTH_EVAL} (or --metadata "
+            f"'{{\"synth_eval_path\": ...}}') to the JSONL written by "
+            f"`sealong data synth --split eval`; the default {path} does not exist"
+        )
+    return path
+
+
+def load_synth(**metadata: Any) -> dict[str, Any]:
+    """``custom_dataset`` of ``sealong_synth``."""
+    path = synth_path(metadata)
+    docs = [
+        normalize_synth_row(row, f"{path}:{lineno}", i)
+        for i, (lineno, row) in enumerate(read_jsonl(path))
+    ]
+    return _as_dataset(prepare_docs(docs, metadata, "sealong_synth"))
+
+
+# --------------------------------------------------------------------------- #
+# Prompt and metrics
+# --------------------------------------------------------------------------- #
+def doc_to_text(doc: Mapping[str, Any]) -> str:
+    """The paper's user turn: context, question, plan-and-solve instruction."""
+    return build_user_prompt(doc["context"], doc["input"], STRATEGY)
+
+
+_warned_whitespace = False
+
+
+def count_output_tokens(text: str, tokenizer: str | None) -> int:
+    """Tokens of the output under the model's tokenizer; whitespace words without."""
+    global _warned_whitespace
+    if tokenizer:
+        return _count(load_tokenizer(tokenizer), text)
+    if not _warned_whitespace:
+        _warned_whitespace = True
+        LOG.warning(
+            "output_tokens: the model's tokenizer is unknown (no pretrained= or "
+            "tokenizer= in model_args/metadata); counting whitespace-separated words"
+        )
+    return len(text.split())
+
+
+def process_results(doc: Mapping[str, Any], results: Sequence[str]) -> dict[str, float]:
+    """SubEM on the whole output (the paper's), on the extracted answer, and length."""
+    output = results[0]
+    answers = list(doc["answers"])
+    return {
+        "sub_em": sub_em(output, answers),
+        "sub_em_extracted": sub_em(extract_final_answer(output), answers),
+        "output_tokens": float(count_output_tokens(output, doc.get("tokenizer"))),
+    }
+
+
+# --------------------------------------------------------------------------- #
+# Offline smoke set from the shared multi-hop rows
+# --------------------------------------------------------------------------- #
+def _passages(items: Iterable[tuple[str, str]]) -> str:
+    return "".join(
+        f"Passage {i}:\n{title}\n{text}\n" for i, (title, text) in enumerate(items, 1)
+    )
+
+
+def multihop_to_longbench(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A HotpotQA / 2WikiMultihopQA / MuSiQue row as a LongBench-style row.
+
+    The context joins the row's own paragraphs as ``Passage i:\\ntitle\\ntext``,
+    the layout of LongBench's multi-document subsets. The rows are far shorter
+    than LongBench's (about 1-3K tokens instead of 5-15K): a smoke set, not a
+    benchmark.
+    """
+    if "paragraphs" in row:  # MuSiQue
+        items = [(p["title"], p["paragraph_text"]) for p in row["paragraphs"]]
+        answers = [row["answer"], *row.get("answer_aliases", [])]
+        rid = row["id"]
+    elif "context" in row and isinstance(row["context"], list):  # HotpotQA, 2Wiki
+        items = [
+            (title, " ".join(s.strip() for s in sents))
+            for title, sents in row["context"]
+        ]
+        answers = [row["answer"]]
+        rid = row["_id"]
+    else:
+        raise ValueError("expected a HotpotQA, 2WikiMultihopQA or MuSiQue row")
+    return {
+        "_id": rid,
+        "input": row["question"],
+        "context": _passages(items),
+        "answers": answers,
+        "length": -1,
+    }

@@ -1,0 +1,225 @@
+"""``axolotl_sealong.SeaLongPlugin``: self-label the questions, then let Axolotl train.
+
+Axolotl calls ``load_datasets`` before it loads the training model. There we run
+the core pipeline on every ``datasets:`` entry whose ``type`` is
+``axolotl_sealong.self_label`` (cached under a hash of the settings and data),
+free the sampling model, check row lengths against ``sequence_len``, and hand
+the rows to Axolotl's own loaders so templating and caching stay Axolotl's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from axolotl.integrations.base import BasePlugin
+
+from axolotl_sealong.args import self_label_entries
+
+LOG = logging.getLogger("axolotl_sealong")
+
+# How Axolotl should read our rows, per training mode.
+ROW_FILE = {"orpo": "preference.jsonl", "dpo": "preference.jsonl", "sft": "sft.jsonl"}
+ROW_TYPE = {
+    "orpo": "chat_template.argilla",
+    "dpo": "chat_template.argilla_chat",
+    "sft": "chat_template",
+}
+
+
+class SeaLongPlugin(BasePlugin):
+    """SEALONG self-labeling (sample N, MBR-score, chosen/rejected) before training."""
+
+    def get_input_args(self) -> str:
+        return "axolotl_sealong.args.SeaLongArgs"
+
+    def register(self, cfg: Any) -> None:
+        # Runs on the raw YAML before validation: let recipes name the embedded
+        # model instead of a machine-specific path.
+        import os
+
+        from axolotl_sealong.embedded import resolve_model
+
+        # Axolotl shows axolotl* records at AXOLOTL_LOG_LEVEL, but ours inherit
+        # the root's WARNING: without this the counts, skips and cache hits of
+        # the labeling run would not be shown.
+        level = os.environ.get("AXOLOTL_LOG_LEVEL", "INFO").upper()
+        logging.getLogger("axolotl_sealong").setLevel(level)
+
+        for key in ("base_model", "base_model_config", "tokenizer_config"):
+            value = cfg.get(key)
+            if isinstance(value, str) and value.startswith("embedded:"):
+                cfg[key] = resolve_model(value)
+
+    def load_datasets(self, cfg: Any, preprocess: bool = False) -> Any:
+        if not self_label_entries(cfg):
+            return None
+        return load_self_labeled(cfg)
+
+
+def training_mode(cfg: Any) -> str:
+    if cfg.get("sealong_mode"):
+        return str(cfg["sealong_mode"])
+    rl = getattr(cfg.get("rl"), "value", cfg.get("rl"))
+    return str(rl) if rl in ("orpo", "dpo") else "sft"
+
+
+def _read_questions(cfg: Any) -> list[dict[str, Any]]:
+    """Rows of every self-label entry, read by Axolotl's own dataset loader."""
+    from axolotl.utils.data.shared import load_dataset_with_config
+
+    rows: list[dict[str, Any]] = []
+    for ds_cfg in self_label_entries(cfg):
+        dataset = load_dataset_with_config(
+            ds_cfg, cfg.get("hf_use_auth_token"), streaming=False
+        )
+        rows.extend(dataset.to_list())
+    return rows
+
+
+def _model_limit(model: str) -> int | None:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model)
+    except (OSError, ValueError):
+        return None
+    return getattr(config, "max_position_embeddings", None)
+
+
+def label_settings(cfg: Any) -> Any:
+    """LabelConfig from the sealong_* keys; prompts are sized to ``sequence_len``.
+
+    Without an explicit ``sealong_max_model_len`` a prompt must leave room for
+    ``max_new_tokens`` inside ``sequence_len``, so labeled rows fit the trainer
+    by construction (the overlong policy, skip or truncate_middle, applies).
+    """
+    from axolotl_sealong.config import LabelConfig
+
+    label_cfg = LabelConfig.from_yaml_dict(dict(cfg))
+    if label_cfg.max_model_len is None and cfg.get("sequence_len"):
+        limit = _model_limit(label_cfg.model)
+        seq = int(cfg["sequence_len"])
+        label_cfg = label_cfg.model_copy(
+            update={"max_model_len": min(seq, limit) if limit else seq}
+        )
+    return label_cfg
+
+
+def _row_length(tokenizer: Any, template: str, messages: list[dict[str, str]]) -> int:
+    ids = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=True)
+    if hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return len(ids)
+
+
+def fit_rows(cfg: Any, src: Path, dst: Path, mode: str) -> dict[str, int]:
+    """Check labeled rows against ``sequence_len``: error or drop, with counts."""
+    from axolotl.loaders.tokenizer import load_tokenizer
+    from axolotl.utils.chat_templates.base import get_chat_template_from_config
+
+    tokenizer = load_tokenizer(cfg)
+    template = get_chat_template_from_config(cfg=cfg, tokenizer=tokenizer)
+    limit = int(cfg.get("sequence_len") or 0)
+    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    keep, longest, over = [], 0, 0
+    for row in rows:
+        convs = [row["messages"]] if mode == "sft" else [row["chosen"], row["rejected"]]
+        length = max(_row_length(tokenizer, template, c) for c in convs)
+        longest = max(longest, length)
+        if limit and length > limit:
+            over += 1
+        else:
+            keep.append(row)
+    if over and cfg.get("sealong_on_long", "error") != "drop":
+        raise ValueError(
+            f"{over} of {len(rows)} labeled rows are longer than sequence_len "
+            f"{limit} (longest: {longest} tokens); Axolotl would drop them with only "
+            "a warning. Raise sequence_len, lower sealong_max_new_tokens, or set "
+            "sealong_on_long: drop. Samples are cached, so a rerun samples nothing."
+        )
+    if over:
+        LOG.warning(
+            "sealong: dropped %d of %d rows over sequence_len %d",
+            over,
+            len(rows),
+            limit,
+        )
+    if not keep:
+        raise ValueError(
+            f"no labeled {mode} rows to train on ({len(rows)} made, {over} too long): "
+            f"see {src.parent / 'diagnostics.json'}"
+        )
+    dst.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
+    return {
+        "rows": len(rows),
+        "kept": len(keep),
+        "over_sequence_len": over,
+        "longest_tokens": longest,
+    }
+
+
+def load_self_labeled(cfg: Any) -> Any:
+    """Label (or reuse), fit to sequence_len, then build Axolotl's dataset meta."""
+    from filelock import FileLock
+
+    from axolotl_sealong.cache import path_fingerprint, stable_hash
+    from axolotl_sealong.diagnostics import format_table
+    from axolotl_sealong.pipeline import DIAGNOSTICS_FILE, label, questions_from_rows
+
+    mode = training_mode(cfg)
+    label_cfg = label_settings(cfg)
+    rows = _read_questions(cfg)
+    questions = questions_from_rows(rows, label_cfg)
+    key = stable_hash(
+        [
+            label_cfg.model_dump(exclude={"cache_dir"}),
+            path_fingerprint(label_cfg.model, label_cfg.model_revision),
+            path_fingerprint(label_cfg.adapter),
+            [q.key for q in questions],
+        ]
+    )
+    root = Path(
+        cfg.get("sealong_output_dir")
+        or Path(cfg.get("dataset_prepared_path") or "last_run_prepared") / "sealong"
+    )
+    out = root / key
+    root.mkdir(parents=True, exist_ok=True)
+    # Every rank takes the lock; the first labels, the others find it done.
+    with FileLock(str(out) + ".lock"):
+        if (out / DIAGNOSTICS_FILE).exists():
+            LOG.info("sealong: reusing labeled rows in %s (settings hash %s)", out, key)
+        else:
+            LOG.info("sealong: self-labeling %d question(s) into %s", len(rows), out)
+            label(label_cfg, rows, out)
+        diag = json.loads((out / DIAGNOSTICS_FILE).read_text())
+        LOG.info("sealong: counts %s", diag["counts"])
+        LOG.info("sealong:\n%s", format_table(diag["subem"]))
+        seq = cfg.get("sequence_len")
+        train_file = out / f"train_{mode}_seq{seq}_{cfg.get('sealong_on_long')}.jsonl"
+        if not train_file.exists():
+            stats = fit_rows(cfg, out / ROW_FILE[mode], train_file, mode)
+            LOG.info("sealong: %s rows for training: %s", mode, stats)
+
+    from axolotl.utils.dict import DictDefault
+
+    entry = DictDefault(
+        {
+            "path": str(train_file),
+            "ds_type": "json",
+            "split": "train",
+            "type": ROW_TYPE[mode],
+        }
+    )
+    labeled = self_label_entries(cfg)
+    others = [ds for ds in cfg["datasets"] if ds not in labeled]
+    cfg["datasets"] = [entry, *others]
+    if mode == "sft":
+        from axolotl.common.datasets import load_datasets
+
+        return load_datasets(cfg=cfg)
+    from axolotl.common.datasets import load_preference_datasets
+
+    return load_preference_datasets(cfg=cfg)
