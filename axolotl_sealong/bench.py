@@ -175,6 +175,7 @@ def bench_sampling(
         list(sampler.sample([SampleRequest("warm", "Hello!", 0)], warm))
         for i, tokens in enumerate(prompt_tokens):
             times: dict[int, list[float]] = {1: [], n: []}
+            phases: dict[str, list[float]] = {}  # hf: prefill / decode seconds
             ratios = []
             for rep in range(repeats):
                 # N=1 and N=n in turn, the ratio taken pair by pair: the pair
@@ -190,6 +191,9 @@ def bench_sampling(
                     start = time.perf_counter()
                     out = list(sampler.sample([request], params))
                     times[count].append(time.perf_counter() - start)
+                    split = getattr(sampler, "last_timing", None) or {}
+                    for part, seconds in split.items():
+                        phases.setdefault(f"{part}_n{count}", []).append(seconds)
                     if len(out) != 1 or len(out[0][1]) != count:
                         raise RuntimeError(f"{engine} returned {out!r:.200}")
                 ratios.append(times[n][-1] / times[1][-1])
@@ -211,6 +215,8 @@ def bench_sampling(
                 "machine": machine,
                 "load_avg": round(os.getloadavg()[0], 2),
             }
+            for part, values in phases.items():
+                row[part.replace(f"_n{n}", "_n8")] = round(float(np.median(values)), 2)
             if log:
                 log(row)
             results.append(row)

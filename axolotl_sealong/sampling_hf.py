@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -45,7 +46,7 @@ class _Group:
 
     req: SampleRequest
     prompt_len: int
-    prefix: list[tuple[Any, Any]]  # per layer (keys, values), batch 1
+    prefix: list[tuple[Any, Any]]  # per layer: keys (kv, d, P), values (kv, P, d)
     generator: Any
     tokens: list[list[int]]
     live: list[int] = field(default_factory=list)  # sample indices still decoding
@@ -104,17 +105,17 @@ def shared_prefix_attention(
     outs = []
     start = 0
     for grp, n in zip(sealong_prefix.groups, sealong_prefix.rows, strict=True):
-        pk, pv = grp.prefix[layer]  # (1, kv, P, d)
+        pk, pv = grp.prefix[layer]  # keys (kv, d, P), values (kv, P, d)
         qg = q[start : start + n]  # (n, kv, g, d)
         # all n*g queries of a kv head against the prompt keys, read once
         qs = qg.permute(1, 0, 2, 3).reshape(kv_heads, n * group, dim)
-        shared = torch.matmul(qs, pk[0].transpose(-1, -2)) * scale  # (kv, n*g, P)
+        shared = torch.matmul(qs, pk) * scale  # (kv, n*g, P)
         shared = shared.reshape(kv_heads, n, group, -1).permute(1, 0, 2, 3)
         scores = torch.cat([shared, own[start : start + n]], dim=-1).float()
         probs = torch.softmax(scores, dim=-1).to(value.dtype)
         plen = pk.shape[2]
         ps = probs[..., :plen].permute(1, 0, 2, 3).reshape(kv_heads, n * group, plen)
-        out_shared = torch.matmul(ps, pv[0])  # (kv, n*g, d)
+        out_shared = torch.matmul(ps, pv)  # (kv, n*g, d)
         out_shared = out_shared.reshape(kv_heads, n, group, dim).permute(1, 0, 2, 3)
         out_own = torch.matmul(probs[..., plen:], value[start : start + n])
         outs.append(out_shared + out_own)
@@ -271,6 +272,8 @@ class HFSampler:
         limit = getattr(self.model.config, "max_position_embeddings", None)
         self.max_model_len = int(max_model_len or limit or 4096)
         self.eos = _eos_ids(self.model, self.tokenizer)
+        # seconds of the last batch's prefill and decode (for the benchmark)
+        self.last_timing: dict[str, float] = {}
         LOG.info(
             "hf sampler: %s on %s, method %s, %d question(s) per batch",
             path,
@@ -376,7 +379,12 @@ class HFSampler:
         cache: Any = None
         for req in batch:
             prompt_cache, (first, gen, plen) = self._prefill(req, params)
-            layers = [(layer.keys, layer.values) for layer in prompt_cache.layers]
+            # keys stored transposed and contiguous: the step's one matmul
+            # against them then streams memory in order
+            layers = [
+                (layer.keys[0].transpose(-1, -2).contiguous(), layer.values[0])
+                for layer in prompt_cache.layers
+            ]
             if self.method == "expand":
                 if len(batch) > 1:
                     raise ValueError("method expand decodes one question at a time")
@@ -421,8 +429,12 @@ class HFSampler:
     ) -> Iterator[tuple[SampleRequest, list[str]]]:
         import torch
 
+        began = time.perf_counter()
         groups, cache, step_tokens = self._start(batch, params)
+        prefilled = time.perf_counter()
+        self.last_timing = {"prefill_s": prefilled - began, "decode_s": 0.0}
         for step in range(params.max_new_tokens):
+            self.last_timing["decode_s"] = time.perf_counter() - prefilled
             rows = len(step_tokens)
             last = step + 1 == params.max_new_tokens
             keep = self._record(groups, step_tokens, last, params)

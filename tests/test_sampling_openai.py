@@ -149,11 +149,11 @@ def _rows(n: int) -> list[dict]:
     ]
 
 
-def test_pipeline_resumes_after_the_server_dies(tiny_tokenizer_dir, tmp_path):
+def test_pipeline_resumes_after_the_server_dies(tiny_llama_dir, tmp_path):
     """The real failure story: the run stops, the cache keeps what finished."""
     with FakeServer(Behaviour(die_after=3)) as server:
         cfg = LabelConfig(
-            model=str(tiny_tokenizer_dir),
+            model=str(tiny_llama_dir),  # the pipeline reads its config for limits
             sampler="openai",
             openai_base_urls=server.url,
             openai_concurrency=1,
