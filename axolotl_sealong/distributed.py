@@ -116,11 +116,52 @@ def merge_outputs(parts: Sequence[Path], out: Path, files: Sequence[str]) -> Non
         tmp.replace(out / name)
 
 
+def merge_label_dirs(parts: Sequence[Path], out: Path) -> None:
+    """Shards of ``pipeline.label`` -> one folder, as if labeled in one run.
+
+    Rows are concatenated in rank order; ``diagnostics.json`` sums the counts
+    and recomputes the SubEM table over all questions.
+    """
+    from axolotl_sealong.diagnostics import subem_diagnostics
+    from axolotl_sealong.pipeline import (
+        DIAGNOSTICS_FILE,
+        PREFERENCE_FILE,
+        SCORED_FILE,
+        SFT_FILE,
+    )
+
+    merge_outputs(parts, out, [SFT_FILE, PREFERENCE_FILE, SCORED_FILE])
+    counts: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    for part in parts:
+        diag = json.loads((part / DIAGNOSTICS_FILE).read_text())
+        for key, value in diag.get("counts", {}).items():
+            counts[key] = counts.get(key, 0) + int(value)
+        for key, value in diag.get("seconds", {}).items():
+            seconds[key] = max(seconds.get(key, 0.0), float(value))
+    scored = [
+        json.loads(line)
+        for line in (out / SCORED_FILE).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    first = json.loads((parts[0] / DIAGNOSTICS_FILE).read_text())
+    diagnostics = {
+        **first,
+        "counts": counts,
+        "subem": subem_diagnostics(scored),
+        "seconds": seconds,  # the slowest shard's
+        "shards": [str(p) for p in parts],
+    }
+    tmp = out / (DIAGNOSTICS_FILE + ".tmp")
+    tmp.write_text(json.dumps(diagnostics, indent=2))
+    tmp.replace(out / DIAGNOSTICS_FILE)
+
+
 def label_on_ranks(
     engine: str,
     out_dir: Path,
     run: Callable[[RankInfo, Path, str], Any],
-    files: Sequence[str],
+    merge: Callable[[Sequence[Path], Path], None] = merge_label_dirs,
     info: RankInfo | None = None,
     timeout: float = 7 * 24 * 3600,
 ) -> Path:
@@ -128,7 +169,9 @@ def label_on_ranks(
 
     ``run`` labels the rows meant for this rank (all of them for ``all`` and
     ``leader``; ``shard(rows, info)`` for ``shard``) into ``out``; for ``shard``
-    it should also sample on ``cuda:{info.local_rank}``. Every rank returns
+    it should also sample on ``cuda:{info.local_rank}``. ``merge`` joins the
+    shards (default: ``merge_label_dirs``, for ``pipeline.label``'s files).
+    Every rank returns
     only when ``out_dir`` holds the complete result. The markers make a rerun
     wait again: the pipeline's cache makes that rerun cheap.
     """
@@ -160,7 +203,7 @@ def label_on_ranks(
     mark_done(mine)
     if info.is_main:
         wait_done(parts, timeout)
-        merge_outputs(parts, out_dir, files)
+        merge(parts, out_dir)
         mark_done(out_dir, {"ranks": info.world_size})
     else:
         time.sleep(1.0)

@@ -12,6 +12,8 @@ from axolotl_sealong.config import LabelConfig
 from axolotl_sealong.distributed import (
     RankInfo,
     label_on_ranks,
+    merge_label_dirs,
+    merge_outputs,
     rank_info,
     sampling_role,
     shard,
@@ -129,6 +131,10 @@ def _fake_label(rows: list[int], calls: list) -> object:
     return run
 
 
+def _merge_sft(parts, out):
+    merge_outputs(parts, out, ["sft.jsonl"])
+
+
 @pytest.mark.parametrize("engine", ["hf", "vllm"])
 def test_ranks_share_the_work_without_duplicating_it(tmp_path, engine):
     rows = list(range(7))
@@ -137,7 +143,7 @@ def test_ranks_share_the_work_without_duplicating_it(tmp_path, engine):
     threads = [
         threading.Thread(
             target=label_on_ranks,
-            args=(engine, tmp_path, run, ["sft.jsonl"], RankInfo(r, 3, r), 60),
+            args=(engine, tmp_path, run, _merge_sft, RankInfo(r, 3, r), 60),
         )
         for r in range(3)
     ]
@@ -152,3 +158,32 @@ def test_ranks_share_the_work_without_duplicating_it(tmp_path, engine):
     else:
         assert sorted(c[0] for c in calls) == [0, 1, 2]
         assert {m["rank"] for m in merged} == {0, 1, 2}
+
+
+def test_shards_of_the_pipeline_merge_into_one_result(tiny_llama_dir, tmp_path):
+    from axolotl_sealong.pipeline import label, read_rows
+
+    rows = [
+        {"context": f"Zorvan{i} is a city.", "question": f"Q{i}?", "answers": ["x"]}
+        for i in range(5)
+    ]
+    cfg = LabelConfig(
+        model=str(tiny_llama_dir),
+        num_samples=3,
+        max_new_tokens=8,
+        utility="rouge_l",
+        cache_dir=str(tmp_path / "c"),
+    )
+    parts = []
+    for r in range(2):
+        part = tmp_path / f"rank{r}"
+        label(cfg, shard(rows, RankInfo(r, 2, r)), part, progress=False)
+        parts.append(part)
+    merge_label_dirs(parts, tmp_path / "all")
+    whole = label(cfg, rows, tmp_path / "one", progress=False)
+    merged = json.loads((tmp_path / "all" / "diagnostics.json").read_text())
+    assert merged["counts"]["questions"] == 5
+    assert merged["subem"] == whole.diagnostics["subem"]
+    by_key = {r["key"]: r for r in read_rows(tmp_path / "all" / "scored.jsonl")}
+    for row in read_rows(tmp_path / "one" / "scored.jsonl"):
+        assert by_key[row["key"]]["samples"] == row["samples"]
