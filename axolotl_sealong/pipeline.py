@@ -29,7 +29,7 @@ from axolotl_sealong.sampling import (
     SampleRequest,
     SamplingParams,
     chat_token_ids,
-    make_sampler,
+    sampler_from_config,
 )
 
 LOG = logging.getLogger(__name__)
@@ -205,15 +205,7 @@ def _turns(user: str, assistant: str) -> list[dict[str, str]]:
 
 
 def _open_sampler(cfg: LabelConfig) -> Sampler:
-    return make_sampler(
-        cfg.sampler,
-        cfg.model,
-        revision=cfg.model_revision,
-        adapter=cfg.adapter,
-        dtype=cfg.dtype,
-        device=cfg.device,
-        max_model_len=cfg.max_model_len,
-    )
+    return sampler_from_config(cfg)
 
 
 def prompt_limits(cfg: LabelConfig) -> tuple[Any, int]:

@@ -1,19 +1,19 @@
-"""The ``Sampler`` interface and the plain transformers engine.
+"""The ``Sampler`` interface and the choice of engine.
 
 An engine turns chat prompts into N sampled outputs each. It yields every
 question as soon as its samples exist, so the pipeline can append them to the
-cache and a killed run loses only the questions in flight.
+cache and a killed run loses only the questions in flight. Engines:
+``sampling_hf`` (transformers in process, shared-prefix decoding),
+``sampling_vllm`` (vLLM in process) and ``sampling_openai`` (OpenAI-compatible
+servers). Each is imported only when chosen.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
-
-from axolotl_sealong.embedded import resolve_model
+from typing import Any, Protocol
 
 LOG = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ class SamplingParams:
     top_p: float
     max_new_tokens: int
     seed: int
+    # benchmarks only: every sample runs exactly max_new_tokens
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -72,7 +74,7 @@ def chat_token_ids(tokenizer: Any, user_message: str) -> list[int]:
     return list(ids)
 
 
-def _torch_dtype(name: str, device: str) -> Any:
+def torch_dtype(name: str, device: str) -> Any:
     import torch
 
     if name == "auto":
@@ -89,85 +91,26 @@ def _torch_dtype(name: str, device: str) -> Any:
         ) from None
 
 
-class HFSampler:
-    """transformers ``generate`` with ``num_return_sequences=N``, seeded per question.
+ENGINES = ("auto", "hf", "vllm", "openai")
 
-    Plain and slow on long prompts: the prompt is recomputed for each sample.
-    """
 
-    name = "hf"
+def vllm_importable() -> bool:
+    import importlib.util
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        revision: str | None = None,
-        adapter: str | None = None,
-        dtype: str = "auto",
-        device: str | None = None,
-        max_model_len: int | None = None,
-    ) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    return importlib.util.find_spec("vllm") is not None
 
-        path = resolve_model(model)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
-        if self.tokenizer.chat_template is None:
-            raise ValueError(
-                f"model {model!r} has no chat template: SEALONG prompts are chat "
-                "turns, so use an instruct model (or add a chat_template)"
-            )
-        self.model: Any = cast(
-            Any,
-            AutoModelForCausalLM.from_pretrained(
-                path, revision=revision, dtype=_torch_dtype(dtype, self.device)
-            ),
-        )
-        self.model.to(self.device)
-        if adapter:
-            from peft import PeftModel
 
-            self.model = PeftModel.from_pretrained(self.model, adapter)
-        self.model.eval()
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        self.max_model_len = int(max_model_len or limit or 4096)
+def resolve_engine(name: str) -> str:
+    """``auto``: vllm when it imports and a GPU is present, else hf."""
+    if name not in ENGINES:
+        raise ValueError(f"unknown sampler {name!r}: use one of {', '.join(ENGINES)}")
+    if name != "auto":
+        return name
+    import torch
 
-    def sample(
-        self, requests: Iterable[SampleRequest], params: SamplingParams
-    ) -> Iterator[tuple[SampleRequest, list[str]]]:
-        import torch
-
-        tok = self.tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        for req in requests:
-            ids = torch.tensor([chat_token_ids(tok, req.user_message)])
-            ids = ids.to(self.device)
-            torch.manual_seed(req.seed)
-            greedy = params.temperature == 0
-            with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    do_sample=not greedy,
-                    temperature=None if greedy else params.temperature,
-                    top_p=None if greedy else params.top_p,
-                    top_k=None,
-                    max_new_tokens=params.max_new_tokens,
-                    num_return_sequences=params.n,
-                    pad_token_id=pad,
-                )
-            texts = tok.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
-            yield req, [t.strip() for t in texts]
-
-    def close(self) -> None:
-        """Free the model so a trainer can load in the same process."""
-        import torch
-
-        del self.model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    if torch.cuda.is_available() and vllm_importable():
+        return "vllm"
+    return "hf"
 
 
 def make_sampler(
@@ -179,8 +122,14 @@ def make_sampler(
     dtype: str = "auto",
     device: str | None = None,
     max_model_len: int | None = None,
+    **options: Any,
 ) -> Sampler:
-    if name == "hf":
+    """Open an engine; ``options`` are that engine's own constructor arguments."""
+    engine = resolve_engine(name)
+    LOG.info("sampling engine: %s%s", engine, " (auto)" if name == "auto" else "")
+    if engine == "hf":
+        from axolotl_sealong.sampling_hf import HFSampler
+
         return HFSampler(
             model,
             revision=revision,
@@ -188,5 +137,76 @@ def make_sampler(
             dtype=dtype,
             device=device,
             max_model_len=max_model_len,
+            **options,
         )
-    raise ValueError(f"unknown sampler {name!r}: use hf")
+    if engine == "vllm":
+        from axolotl_sealong.sampling_vllm import VLLMSampler
+
+        if device not in (None, "cuda", "cpu"):
+            raise ValueError(f"the vllm engine places the model itself; got {device}")
+        return VLLMSampler(
+            model,
+            revision=revision,
+            adapter=adapter,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            **options,
+        )
+    from axolotl_sealong.sampling_openai import OpenAISampler
+
+    if adapter:
+        raise ValueError(
+            "the openai engine samples whatever the server serves: serve the "
+            "adapter there (vllm serve --enable-lora --lora-modules name=PATH) and "
+            "set openai_model to its name, instead of setting adapter"
+        )
+    return OpenAISampler(
+        model, revision=revision, max_model_len=max_model_len, **options
+    )
+
+
+def sampler_from_config(cfg: Any) -> Sampler:
+    """The engine a ``LabelConfig`` asks for, with that engine's settings only."""
+    engine = resolve_engine(cfg.sampler)
+    options: dict[str, Any] = {}
+    if engine == "hf":
+        options = {"method": cfg.hf_method, "batch_questions": cfg.hf_batch_questions}
+    elif engine == "vllm":
+        options = {
+            "tensor_parallel_size": cfg.vllm_tensor_parallel_size,
+            "gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
+            "enforce_eager": cfg.vllm_enforce_eager,
+            "enable_prefix_caching": cfg.vllm_enable_prefix_caching,
+            "max_num_seqs": cfg.vllm_max_num_seqs,
+            "seed": cfg.seed,
+        }
+    elif engine == "openai":
+        options = {
+            "base_urls": cfg.openai_base_urls,
+            "served_model": cfg.openai_model,
+            "api": cfg.openai_api,
+            "api_key": cfg.openai_api_key,
+            "concurrency": cfg.openai_concurrency,
+            "timeout": cfg.openai_timeout,
+            "retries": cfg.openai_retries,
+            "backoff": cfg.openai_backoff,
+        }
+    return make_sampler(
+        engine,
+        cfg.model,
+        revision=cfg.model_revision,
+        adapter=cfg.adapter,
+        dtype=cfg.dtype,
+        device=cfg.device,
+        max_model_len=cfg.max_model_len,
+        **options,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """``HFSampler`` lives in sampling_hf; keep the old import path working."""
+    if name == "HFSampler":
+        from axolotl_sealong.sampling_hf import HFSampler
+
+        return HFSampler
+    raise AttributeError(name)

@@ -19,6 +19,41 @@ def run_mbr(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_sampling(args: argparse.Namespace) -> int:
+    import sys
+
+    from axolotl_sealong.bench import bench_sampling
+
+    engines = [e.strip() for e in args.engines.split(",")] if args.engines else None
+    tokens = tuple(int(t) for t in args.prompt_tokens.split(","))
+
+    def progress(row: dict[str, Any]) -> None:
+        print(json.dumps(row), file=sys.stderr, flush=True)
+
+    rows = bench_sampling(
+        engines,
+        tokens,
+        args.max_new_tokens,
+        args.n,
+        args.model,
+        args.openai_base_urls,
+        log=progress,
+        repeats=args.repeats,
+    )
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(
+            "engine        prompt  N=1 s   N=%d s  ratio  tok/s N=%d" % (args.n, args.n)
+        )
+        for r in rows:
+            print(
+                f"{r['engine']:<12} {r['prompt_tokens']:>7} {r['n1_s']:>6} "
+                f"{r['n8_s']:>7} {r['ratio']:>6} {r['tokens_per_s_n8']:>9}"
+            )
+    return 0
+
+
 def register(sub: Any) -> None:
     parser = sub.add_parser("bench", help="benchmarks quoted in README")
     benches = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
@@ -37,3 +72,31 @@ def register(sub: Any) -> None:
     mbr.add_argument("--embedder", default="embedded:all-minilm-l6-v2")
     mbr.add_argument("--json", action="store_true", help="one JSON object")
     mbr.set_defaults(func=run_mbr)
+    sampling = benches.add_parser(
+        "sampling",
+        help="seconds for N=1 vs N=8 samples of a long prompt, per engine",
+        description="For each engine available here (hf; vllm when it imports; "
+        "openai when --openai-base-urls is given), the seconds to sample N=1 "
+        "and N=8 outputs of --max-new-tokens tokens (EOS ignored) from one "
+        "prompt of each --prompt-tokens length, their ratio and tokens per "
+        "second. Each run gets a fresh prompt (no prefix-cache hits); start-up "
+        "is reported apart (load_s). Progress goes to stderr.",
+    )
+    sampling.add_argument(
+        "--engines",
+        help="comma-separated: hf, hf-expand, hf-generate, vllm, openai "
+        "(default: those available)",
+    )
+    sampling.add_argument("--prompt-tokens", default="2048,6144")
+    sampling.add_argument("--max-new-tokens", type=int, default=128)
+    sampling.add_argument("--n", type=int, default=8, help="N (default 8)")
+    sampling.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    sampling.add_argument("--openai-base-urls", help="server(s) for the openai row")
+    sampling.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="N=1 / N=8 pairs per length; medians reported (default 1)",
+    )
+    sampling.add_argument("--json", action="store_true", help="one JSON list")
+    sampling.set_defaults(func=run_sampling)

@@ -22,7 +22,19 @@ def _flag_type(annotation: Any) -> tuple[Any, list[Any] | None]:
         return _flag_type(inner[0])
     if typing.get_origin(annotation) is typing.Literal:
         return type(args[0]), list(args)
+    if annotation is bool:
+        return _parse_bool, None
     return annotation, None
+
+
+def _parse_bool(text: str) -> bool:
+    """``--flag true/false`` (argparse's ``type=bool`` reads "false" as True)."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:

