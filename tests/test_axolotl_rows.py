@@ -44,6 +44,8 @@ def _axolotl_cfg(model, extra):
             "num_epochs": 1,
             "learning_rate": 1e-4,
             "output_dir": str(model / "axo_out"),
+            # never axolotl's default ./last_run_prepared in the checkout
+            "dataset_prepared_path": str(model / "axo_prepared"),
             "bf16": False,
             "fp16": False,
             "chat_template": "tokenizer_default",
