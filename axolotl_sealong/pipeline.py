@@ -29,6 +29,7 @@ from axolotl_sealong.sampling import (
     SampleRequest,
     SamplingParams,
     chat_token_ids,
+    model_max_positions,
     sampler_from_config,
 )
 
@@ -61,26 +62,13 @@ class LabelResult:
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows from .jsonl, .json (a list) or .parquet."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    """Rows from a local .jsonl/.json/.gz/.parquet file (the data builders' reader)."""
+    from axolotl_sealong.data.io import iter_records
 
-        return list(pq.read_table(path).to_pylist())
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json" and text.lstrip().startswith("["):
-        rows = json.loads(text)
-    else:
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({err})") from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    rows = list(iter_records(str(path)))
+    if not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"{path}: expected one JSON object per row")
     return rows
 
@@ -214,17 +202,13 @@ def prompt_limits(cfg: LabelConfig) -> tuple[Any, int]:
     Enough to size prompts and decide what the cache already has, so a fully
     cached rerun never loads the sampling model.
     """
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from axolotl_sealong.embedded import resolve_model
 
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.model_revision)
-    limit = getattr(
-        AutoConfig.from_pretrained(path, revision=cfg.model_revision),
-        "max_position_embeddings",
-        None,
-    )
+    limit = model_max_positions(cfg.model, cfg.model_revision)
     return tokenizer, int(cfg.max_model_len or limit or 4096)
 
 

@@ -79,16 +79,6 @@ def _read_questions(cfg: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _model_limit(model: str) -> int | None:
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(model)
-    except (OSError, ValueError):
-        return None
-    return getattr(config, "max_position_embeddings", None)
-
-
 def label_settings(cfg: Any) -> Any:
     """LabelConfig from the sealong_* keys; prompts are sized to ``sequence_len``.
 
@@ -97,10 +87,11 @@ def label_settings(cfg: Any) -> Any:
     by construction (the overlong policy, skip or truncate_middle, applies).
     """
     from axolotl_sealong.config import LabelConfig
+    from axolotl_sealong.sampling import model_max_positions
 
     label_cfg = LabelConfig.from_yaml_dict(dict(cfg))
     if label_cfg.max_model_len is None and cfg.get("sequence_len"):
-        limit = _model_limit(label_cfg.model)
+        limit = model_max_positions(label_cfg.model, label_cfg.model_revision)
         seq = int(cfg["sequence_len"])
         label_cfg = label_cfg.model_copy(
             update={"max_model_len": min(seq, limit) if limit else seq}

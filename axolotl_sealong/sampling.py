@@ -210,3 +210,21 @@ def __getattr__(name: str) -> Any:
 
         return HFSampler
     raise AttributeError(name)
+
+
+def model_max_positions(model: str, revision: str | None = None) -> int | None:
+    """The model's context limit from its config (no weights); None if unknown.
+
+    Multimodal configs keep it in their text config.
+    """
+    from transformers import AutoConfig
+
+    from axolotl_sealong.embedded import resolve_model
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_model(model), revision=revision)
+    except (OSError, ValueError):
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    limit = getattr(text, "max_position_embeddings", None)
+    return int(limit) if limit else None

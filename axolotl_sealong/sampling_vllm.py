@@ -24,7 +24,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from axolotl_sealong.embedded import resolve_model
-from axolotl_sealong.sampling import SampleRequest, SamplingParams, chat_token_ids
+from axolotl_sealong.sampling import (
+    SampleRequest,
+    SamplingParams,
+    chat_token_ids,
+    model_max_positions,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -94,7 +99,9 @@ class VLLMSampler:
             # cannot do. The N samples of a question are N requests, so even
             # short prompts get split. Whole prefills only, then.
             kwargs["enable_chunked_prefill"] = False
-            kwargs["max_num_batched_tokens"] = max_model_len or _model_limit(path)
+            kwargs["max_num_batched_tokens"] = max_model_len or model_max_positions(
+                path
+            )
         if adapter:
             kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank)
         LOG.info(
@@ -198,15 +205,6 @@ class VLLMSampler:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
             torch.cuda.synchronize()
-
-
-def _model_limit(path: str) -> int | None:
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(path)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    limit = getattr(text, "max_position_embeddings", None)
-    return int(limit) if limit else None
 
 
 _LAUNCHER_VARS = (
