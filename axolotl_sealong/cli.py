@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "axolotl_sealong.commands.recipes",
     "axolotl_sealong.commands.eval",
     "axolotl_sealong.commands.bench",
+    "axolotl_sealong.commands.demo",
 )
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from axolotl_sealong.metrics import extract_final_answer, sub_em
-from axolotl_sealong.prompts import build_user_prompt
+from axolotl_sealong.prompts import build_user_prompt, instruction
 
 LOG = logging.getLogger(__name__)
 
@@ -313,9 +313,15 @@ def prepare_docs(
         except Exception as err:  # noqa: BLE001 - any failure: no tokenizer
             LOG.warning("%s: cannot load the tokenizer %s (%s)", name, tok_name, err)
             tok_name = None
+    strategy = str(metadata.get("prompt_strategy", STRATEGY))
+    try:
+        instruction(strategy)
+    except ValueError as err:
+        raise ValueError(f"{name}: metadata 'prompt_strategy': {err}") from None
     for doc in docs:
         doc["tokenizer"] = tok_name or ""
         doc["context_tokens_cut"] = 0
+        doc["prompt_strategy"] = strategy
     if mode == "none":
         return docs
     max_length = resolve_max_length(metadata, tokenizer) if tokenizer else None
@@ -456,8 +462,14 @@ def load_synth(**metadata: Any) -> dict[str, Any]:
 # Prompt and metrics
 # --------------------------------------------------------------------------- #
 def doc_to_text(doc: Mapping[str, Any]) -> str:
-    """The paper's user turn: context, question, plan-and-solve instruction."""
-    return build_user_prompt(doc["context"], doc["input"], STRATEGY)
+    """The paper's user turn: context, question, reasoning instruction.
+
+    The instruction is plan-and-solve (the paper's) unless ``--metadata
+    '{"prompt_strategy": ...}'`` names another, to match a model self-labeled
+    with another ``sealong_prompt_strategy``.
+    """
+    strategy = doc.get("prompt_strategy") or STRATEGY
+    return build_user_prompt(doc["context"], doc["input"], strategy)
 
 
 _warned_whitespace = False

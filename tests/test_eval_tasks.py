@@ -405,3 +405,17 @@ def test_sealong_eval_task_dir(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "--task-dir"]) == 0
     assert capsys.readouterr().out.strip() == str(TASK_DIR)
     assert eval_tasks.found_by_default() is False  # a source checkout here
+
+
+def test_synth_prompt_strategy(tmp_path: Path) -> None:
+    """``prompt_strategy`` metadata swaps the instruction; a typo names the keys."""
+    default = eval_tasks.load_synth(synth_eval_path=str(SYNTH_FILE))["test"][0]
+    assert eval_tasks.doc_to_text(default).endswith(INSTRUCTIONS["plan_and_solve"] + "\n")
+    direct = eval_tasks.load_synth(
+        synth_eval_path=str(SYNTH_FILE), prompt_strategy="direct_answer"
+    )["test"][0]
+    assert eval_tasks.doc_to_text(direct) == build_user_prompt(
+        direct["context"], direct["input"], "direct_answer"
+    )
+    with pytest.raises(ValueError, match=r"'prompt_strategy'.*direct_answer"):
+        eval_tasks.load_synth(synth_eval_path=str(SYNTH_FILE), prompt_strategy="dirct")

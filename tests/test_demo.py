@@ -1,0 +1,187 @@
+"""``sealong demo``: its statistics, stage bookkeeping, config, and a real tiny run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from axolotl_sealong import demo, demo_report
+from axolotl_sealong.demo import DemoSettings, Stages
+
+
+# --------------------------------------------------------------------------- #
+# Bootstrap intervals
+# --------------------------------------------------------------------------- #
+def test_bootstrap_ci_brackets_the_mean_and_narrows_with_n() -> None:
+    assert demo_report.bootstrap_ci([1.0] * 20) == (1.0, 1.0)
+    small = [1.0] * 3 + [0.0] * 7
+    big = small * 10
+    lo_s, hi_s = demo_report.bootstrap_ci(small, samples=2000)
+    lo_b, hi_b = demo_report.bootstrap_ci(big, samples=2000)
+    assert lo_s < 0.3 < hi_s and lo_b < 0.3 < hi_b
+    assert hi_b - lo_b < (hi_s - lo_s) / 2  # sqrt(10) narrower, roughly
+    # binomial standard error at p=0.3, n=100 is 0.046: the interval is about +-0.09
+    assert 0.15 < hi_b - lo_b < 0.22
+    with pytest.raises(ValueError, match="at least one"):
+        demo_report.bootstrap_ci([])
+
+
+def test_paired_gain_is_significant_only_when_it_should_be() -> None:
+    before = [0.0] * 50 + [1.0] * 50
+    same = demo_report.gain_summary(before, list(before))
+    assert same == {"gain": 0.0, "gain_ci95": [0.0, 0.0], "significant": False}
+    # 15 of 100 questions flip from wrong to right, none the other way
+    better = [1.0] * 15 + [0.0] * 35 + [1.0] * 50
+    up = demo_report.gain_summary(before, better)
+    assert up["gain"] == 15.0 and up["significant"] and up["gain_ci95"][0] > 0
+    # 10 flip each way: no net gain, an interval around zero
+    mixed = [1.0] * 10 + [0.0] * 40 + [0.0] * 10 + [1.0] * 40
+    flat = demo_report.gain_summary(before, mixed)
+    assert flat["gain"] == 0.0 and not flat["significant"]
+    assert flat["gain_ci95"][0] < 0 < flat["gain_ci95"][1]
+    with pytest.raises(ValueError, match="one score per question"):
+        demo_report.gain_summary([1.0], [1.0, 0.0])
+
+
+def test_report_markdown_and_plots(tmp_path: Path) -> None:
+    evals = [
+        {"label": "before", "subem": 20.0, "ci95": [12.0, 28.0], "n": 100,
+         "output_tokens": 30.0},
+        {"label": "round 1", "subem": 30.0, "ci95": [21.0, 39.0], "n": 100,
+         "output_tokens": 25.0, "gain": 10.0, "gain_ci95": [3.0, 17.0]},
+    ]  # fmt: skip
+    rounds = [
+        {
+            "round": 1,
+            "sampled_by": "base model",
+            "diagnostics": {"mbr_pick": 40.0, "random_sample": 25.0,
+                            "sample_mean": 26.0, "oracle": 70.0},
+            "pairs": 3,
+            "lengths": {"all": 20.0, "chosen": 18.0, "rejected": 30.0},
+            "score_distribution": {"all": [0.5, 0.6, 0.7, 0.9], "chosen": [0.9],
+                                   "rejected": [0.5]},
+        }
+    ]  # fmt: skip
+    report = {
+        "settings": demo.dataclasses.asdict(DemoSettings()),
+        "command": "sealong demo --out x",
+        "machine": "test",
+        "finished": "now",
+        "model": "m",
+        "n_eval": 100,
+        "evals": evals,
+        "rounds": rounds,
+        "before": 20.0,
+        "after": 30.0,
+        "gain": 10.0,
+        "gain_ci95": [3.0, 17.0],
+        "significant": True,
+        "seconds": {"eval_0": 10.0},
+    }
+    text = demo_report.render_markdown(report)
+    assert "| round 1 | 30.0 | 21.0-39.0 | +10.0 | [+3.0, +17.0] | 25.0 |" in text
+    assert "excludes zero" in text and "| 1 | base model | 40.0 | 25.0 |" in text
+    for fn, name in (
+        (demo_report.plot_before_after, "ba.png"),
+        (demo_report.plot_scores, "s.png"),
+    ):
+        path = fn(evals if name == "ba.png" else rounds, tmp_path / name)
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------- #
+# Settings and stages
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_samples": 1}, "--num-samples must be >= 2"),
+        ({"num_eval": 5}, "--num-eval must be >= 10"),
+        ({"hops": "0"}, "--hops"),
+        ({"prompt_strategy": "plan"}, "unknown prompt strategy"),
+        ({"temperature": 0.0}, "--temperature"),
+        ({"min_tokens": 900, "max_tokens": 800}, "--min-tokens"),
+    ],
+)
+def test_bad_settings_fail_before_work(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DemoSettings(**change).check()
+
+
+def test_stages_resume_and_refuse_other_settings(tmp_path: Path) -> None:
+    calls: list[str] = []
+    stages = Stages(tmp_path, DemoSettings(), fresh=False)
+    assert stages.run("a", lambda: calls.append("a") or {"x": 1}) == {"x": 1}
+    again = Stages(tmp_path, DemoSettings(), fresh=False)
+    assert again.run("a", lambda: calls.append("a2") or {"x": 2}) == {"x": 1}
+    assert calls == ["a"]  # the finished stage was not run again
+    with pytest.raises(ValueError, match=r"num_train \(64 -> 8\).*--fresh"):
+        Stages(tmp_path, DemoSettings(num_train=8), fresh=False)
+    fresh = Stages(tmp_path, DemoSettings(num_train=8), fresh=True)
+    assert fresh.state["stages"] == {}
+
+
+def test_train_config_validates_with_the_plugin(tmp_path: Path) -> None:
+    """The config the demo hands to ``axolotl`` passes Axolotl's own validation."""
+    from axolotl.cli.config import prepare_plugins
+    from axolotl.utils.config import validate_config
+    from axolotl.utils.dict import DictDefault
+
+    from axolotl_sealong.embedded import smollm2_dir
+
+    s = DemoSettings(learning_rate=1e-4, num_samples=4, prompt_strategy="none")
+    data = tmp_path / "train.jsonl"
+    data.write_text("")
+    cfg = DictDefault(demo.train_config(s, smollm2_dir(), data, tmp_path / "round1"))
+    prepare_plugins(cfg)
+    caps = {"bf16": False, "fp8": False, "tf32": False, "n_gpu": 1,
+            "compute_capability": None}  # fmt: skip
+    out = validate_config(
+        cfg, capabilities=caps, env_capabilities={"torch_version": "2.13.0"}
+    )
+    assert out["learning_rate"] == 1e-4 and out["sealong_num_samples"] == 4
+    assert out["sealong_prompt_strategy"] == "none" and out["rl"] == "orpo"
+    assert out["output_dir"] == str(tmp_path / "round1" / "adapter")
+
+
+# --------------------------------------------------------------------------- #
+# The real thing, scaled down: every stage, real axolotl and lm-eval
+# --------------------------------------------------------------------------- #
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_demo_end_to_end_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SEALONG_CACHE": str(tmp_path / "c")}
+    args = [
+        sys.executable, "-m", "axolotl_sealong.cli", "demo", "--out", str(out),
+        "--num-train", "4", "--num-eval", "10", "--num-samples", "2",
+        "--min-tokens", "128", "--max-tokens", "200", "--max-new-tokens", "8",
+        "--eval-max-gen-toks", "8", "--num-epochs", "1",
+    ]  # fmt: skip
+    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_eval"] == 10 and len(report["gain_ci95"]) == 2
+    assert set(report["seconds"]) >= {
+        "model", "data", "eval_0", "label_1", "train_1", "merge_1", "eval_1", "total"
+    }  # fmt: skip
+    assert 0 <= report["before"] <= 100 and 0 <= report["after"] <= 100
+    assert report["rounds"][0]["counts"]["questions"] == 4
+    assert (out / "round1" / "adapter" / "adapter_config.json").is_file()
+    for name in ("report.md", "before_after.png", "mbr_scores.png"):
+        assert (out / name).stat().st_size > 0
+    assert "held-out SubEM" in done.stdout
+    # a second round reuses every finished stage of the first
+    again = subprocess.run(
+        [*args, "--rounds", "2"], env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr[-5000:]
+    assert "stage train_1: done in an earlier run" in again.stderr
+    two = json.loads((out / "report.json").read_text())
+    assert [e["label"] for e in two["evals"]] == ["before", "round 1", "round 2"]
+    assert two["rounds"][1]["sampled_by"] == "round 1 model"
