@@ -188,15 +188,9 @@ def run_logged(cmd: list[str], log: Path, stage: str) -> None:
 
 
 def axolotl_cmd(sub: str, config: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "axolotl.cli.main",
-        sub,
-        str(config),
-        "--launcher",
-        "python",
-    ]
+    cmd = [sys.executable, "-m", "axolotl.cli.main", sub, str(config)]
+    # one process on a CPU (accelerate would only add start-up time)
+    return [*cmd, "--launcher", "python"] if sub == "train" else cmd
 
 
 def lm_eval_cmd(model: Path, out: Path, data: Path, s: DemoSettings) -> list[str]:
