@@ -10,10 +10,17 @@ question. The policy, by engine:
   batches the questions itself.
 - ``openai``: rank 0 drives the servers (they do the work); the others wait.
 - ``hf``: each rank takes the shard ``rows[rank::world]``, samples it on its
-  own GPU (``cuda:LOCAL_RANK``) into ``out/rank{r}/`` (its own cache key, so
-  each shard resumes on its own), and rank 0 concatenates the shards' files
+  own GPU (``cuda:LOCAL_RANK``) into ``out/rank{r}of{world}/`` (its own cache
+  key, so each shard resumes on its own), and rank 0 merges the shards' files
   once every shard's marker exists. MBR scores each question on its own, so
-  sharding does not change any result.
+  sharding does not change any result; given the question order
+  (``merge_label_dirs(..., order=keys)``) the merged files are those one
+  process writes from the same samples.
+
+The plugin (``plugin.load_self_labeled``) uses ``label_on_ranks`` for ``hf``
+under a multi-rank launch; for ``vllm`` and ``openai`` its file lock already
+gives the ``leader`` policy (the first rank to take it labels, the others wait
+for it and then read the rows).
 
 Ranks find each other through files in ``out_dir`` (no ``torch.distributed``
 needed), so ``out_dir`` must be on a filesystem all ranks see (on one node it
@@ -29,7 +36,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from axolotl_sealong.config import LabelConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -78,6 +88,28 @@ def shard(items: Sequence[T], info: RankInfo) -> list[T]:
     return list(items[info.rank :: info.world_size])
 
 
+def shard_dir_name(rank: int, world_size: int) -> str:
+    return f"rank{rank}of{world_size}"
+
+
+def rank_settings(label_cfg: LabelConfig, info: RankInfo) -> LabelConfig:
+    """One rank's sampling settings: its own GPU, ``cuda:LOCAL_RANK``, if any.
+
+    An explicit device other than ``cuda`` is kept; without CUDA the rank
+    samples on the CPU; a process that sees one GPU only (a launcher that sets
+    CUDA_VISIBLE_DEVICES per rank) uses that one. The rank's current CUDA
+    device is set too, so the embedder (which asks for plain ``cuda``) lands
+    on the same GPU.
+    """
+    import torch
+
+    if label_cfg.device not in (None, "cuda") or not torch.cuda.is_available():
+        return label_cfg
+    index = 0 if torch.cuda.device_count() == 1 else info.local_rank
+    torch.cuda.set_device(index)
+    return label_cfg.model_copy(update={"device": f"cuda:{index}"})
+
+
 def mark_done(folder: Path, info: dict[str, Any] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / (DONE + ".tmp")
@@ -86,7 +118,7 @@ def mark_done(folder: Path, info: dict[str, Any] | None = None) -> None:
 
 
 def wait_done(
-    folders: Sequence[Path], timeout: float = 7 * 24 * 3600, poll: float = 2.0
+    folders: Sequence[Path], timeout: float = 7 * 24 * 3600, poll: float = 0.5
 ) -> None:
     """Block until every folder has its done-marker (another rank finished)."""
     deadline = time.monotonic() + timeout
@@ -116,11 +148,71 @@ def merge_outputs(parts: Sequence[Path], out: Path, files: Sequence[str]) -> Non
         tmp.replace(out / name)
 
 
-def merge_label_dirs(parts: Sequence[Path], out: Path) -> None:
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def merge_in_order(parts: Sequence[Path], out: Path, order: Sequence[str]) -> None:
+    """Shards' rows -> ``out`` in the order of one run over all questions.
+
+    ``order`` is every question's key in the order of the rows the shards were
+    cut from; each scored row gets its position there as ``index`` and the SFT
+    and preference rows follow their question (``pipeline.row_sources``), so
+    the files equal those of a single-process run over the same samples.
+    """
+    from collections import defaultdict, deque
+
+    from axolotl_sealong.pipeline import (
+        PREFERENCE_FILE,
+        SCORED_FILE,
+        SFT_FILE,
+        row_sources,
+    )
+
+    slots: dict[str, deque[int]] = defaultdict(deque)
+    for position, key in enumerate(order):
+        slots[key].append(position)
+    merged: list[tuple[int, dict[str, Any], Any, Any]] = []
+    for part in parts:
+        scored = _read_jsonl(part / SCORED_FILE)
+        sft = _read_jsonl(part / SFT_FILE)
+        prefs = _read_jsonl(part / PREFERENCE_FILE)
+        sft_of, pref_of = row_sources(scored)
+        if len(sft_of) != len(sft) or len(pref_of) != len(prefs):
+            raise ValueError(f"{part}: the rows do not match its {SCORED_FILE}")
+        sft_by = dict(zip(sft_of, sft, strict=True))
+        pref_by = dict(zip(pref_of, prefs, strict=True))
+        for i, row in enumerate(scored):
+            if not slots[row["key"]]:
+                raise ValueError(f"{part}: question {row['key']} is not in the order")
+            position = slots[row["key"]].popleft()
+            merged.append(
+                (position, {**row, "index": position}, sft_by.get(i), pref_by.get(i))
+            )
+    merged.sort(key=lambda m: m[0])
+    out.mkdir(parents=True, exist_ok=True)
+    _write_jsonl(out / SFT_FILE, [m[2] for m in merged if m[2] is not None])
+    _write_jsonl(out / PREFERENCE_FILE, [m[3] for m in merged if m[3] is not None])
+    _write_jsonl(out / SCORED_FILE, [m[1] for m in merged])
+
+
+def merge_label_dirs(
+    parts: Sequence[Path], out: Path, order: Sequence[str] | None = None
+) -> None:
     """Shards of ``pipeline.label`` -> one folder, as if labeled in one run.
 
-    Rows are concatenated in rank order; ``diagnostics.json`` sums the counts
-    and recomputes the SubEM table over all questions.
+    Rows are concatenated in rank order, or put in the order of ``order``
+    (question keys; see ``merge_in_order``). ``diagnostics.json``, written
+    last, sums the counts and recomputes the SubEM table over all questions.
     """
     from axolotl_sealong.diagnostics import subem_diagnostics
     from axolotl_sealong.pipeline import (
@@ -130,7 +222,10 @@ def merge_label_dirs(parts: Sequence[Path], out: Path) -> None:
         SFT_FILE,
     )
 
-    merge_outputs(parts, out, [SFT_FILE, PREFERENCE_FILE, SCORED_FILE])
+    if order is None:
+        merge_outputs(parts, out, [SFT_FILE, PREFERENCE_FILE, SCORED_FILE])
+    else:
+        merge_in_order(parts, out, order)
     counts: dict[str, int] = {}
     seconds: dict[str, float] = {}
     for part in parts:
@@ -139,11 +234,7 @@ def merge_label_dirs(parts: Sequence[Path], out: Path) -> None:
             counts[key] = counts.get(key, 0) + int(value)
         for key, value in diag.get("seconds", {}).items():
             seconds[key] = max(seconds.get(key, 0.0), float(value))
-    scored = [
-        json.loads(line)
-        for line in (out / SCORED_FILE).read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    scored = _read_jsonl(out / SCORED_FILE)
     first = json.loads((parts[0] / DIAGNOSTICS_FILE).read_text())
     diagnostics = {
         **first,
@@ -169,11 +260,14 @@ def label_on_ranks(
 
     ``run`` labels the rows meant for this rank (all of them for ``all`` and
     ``leader``; ``shard(rows, info)`` for ``shard``) into ``out``; for ``shard``
-    it should also sample on ``cuda:{info.local_rank}``. ``merge`` joins the
-    shards (default: ``merge_label_dirs``, for ``pipeline.label``'s files).
-    Every rank returns
+    it should also sample on ``cuda:{info.local_rank}``. A shard goes to
+    ``out_dir/rank{r}of{world}``; ``merge`` joins the shards (default:
+    ``merge_label_dirs``, for ``pipeline.label``'s files). Every rank returns
     only when ``out_dir`` holds the complete result. The markers make a rerun
-    wait again: the pipeline's cache makes that rerun cheap.
+    wait again: the pipeline's cache makes that rerun cheap. A shard marker
+    left in ``out_dir`` by an interrupted launch of the same world size may be
+    merged before its rank redoes the shard: the same questions, whose samples
+    that rank would read back from its cache.
     """
     info = info or rank_info()
     role = sampling_role(engine, info)
@@ -194,7 +288,11 @@ def label_on_ranks(
             time.sleep(1.0)  # let rank 0 remove a stale marker first
             wait_done([out_dir], timeout)
         return out_dir
-    parts = [out_dir / f"rank{r}" for r in range(info.world_size)]
+    # the world size is in the name: a shard left by a launch with another world
+    # size covers other questions and must not be merged
+    parts = [
+        out_dir / shard_dir_name(r, info.world_size) for r in range(info.world_size)
+    ]
     mine = parts[info.rank]
     if (mine / DONE).exists():
         (mine / DONE).unlink()

@@ -218,6 +218,7 @@ def _fit_or_fail(
     max_model_len: int,
     cfg: LabelConfig,
     counts: Counter[str],
+    allow_empty: bool = False,
 ) -> list[Question]:
     budget = max_model_len - cfg.max_new_tokens
     kept, skipped = fit_prompts(questions, tokenizer, budget, cfg)
@@ -232,7 +233,7 @@ def _fit_or_fail(
             max_model_len,
             cfg.max_new_tokens,
         )
-    if not kept:
+    if not kept and not allow_empty:
         raise ValueError(
             f"no question fits in {budget} prompt tokens: raise max_model_len, lower "
             "max_new_tokens, use shorter contexts, or set overlong: truncate_middle"
@@ -349,6 +350,18 @@ def build_rows(
     return sft, prefs, scored
 
 
+def row_sources(scored: Sequence[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """The scored row behind each SFT row and each preference row, in file order.
+
+    ``build_rows`` writes an SFT row when the chosen sample is not blank and a
+    pair when the question was not skipped; this reads the same rule back from
+    ``scored.jsonl`` (used to put the shards of a multi-rank run in order).
+    """
+    sft = [i for i, r in enumerate(scored) if r["samples"][r["chosen"]].strip()]
+    prefs = [i for i, r in enumerate(scored) if r["skip_reason"] is None]
+    return sft, prefs
+
+
 def label(
     cfg: LabelConfig,
     rows: Sequence[dict[str, Any]],
@@ -357,18 +370,21 @@ def label(
     sampler: Sampler | None = None,
     embedder: Any = None,
     progress: bool = True,
+    allow_empty: bool = False,
 ) -> LabelResult:
     """Run the whole pipeline and write rows + diagnostics to ``out_dir``.
 
     Everything that can be checked (settings, data fields, embedder path) is
-    checked before the sampling model loads.
+    checked before the sampling model loads. ``allow_empty`` (one rank's shard
+    of a multi-rank run) writes empty files, loading no model, when there are
+    no rows or none fits, instead of stopping with an error.
     """
     from axolotl_sealong.embedder import Embedder, check_embedder
 
     clock = time.perf_counter
     t0 = clock()
     seconds: dict[str, float] = {}
-    questions = questions_from_rows(rows, cfg)
+    questions = questions_from_rows(rows, cfg) if rows or not allow_empty else []
     if embedder is None and cfg.utility == "embedding":
         check_embedder(cfg.embedder)
     out = Path(out_dir)
@@ -379,14 +395,14 @@ def label(
         tokenizer, max_model_len = sampler.tokenizer, sampler.max_model_len
     else:
         tokenizer, max_model_len = prompt_limits(cfg)
-    kept = _fit_or_fail(questions, tokenizer, max_model_len, cfg, counts)
+    kept = _fit_or_fail(questions, tokenizer, max_model_len, cfg, counts, allow_empty)
     t1 = clock()
     store, done = _sample_missing(cfg, kept, sampler, counts, progress)
     seconds["sample"] = clock() - t1
 
     t2 = clock()
     embeddings = None
-    if cfg.utility == "embedding":
+    if cfg.utility == "embedding" and kept:
         embedder = embedder or Embedder(
             cfg.embedder,
             long_text=cfg.embedder_long_text,

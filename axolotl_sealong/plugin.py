@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from axolotl.integrations.base import BasePlugin
 
 from axolotl_sealong.args import self_label_entries
+
+if TYPE_CHECKING:
+    from axolotl_sealong.config import LabelConfig
+    from axolotl_sealong.distributed import RankInfo
 
 LOG = logging.getLogger("axolotl_sealong")
 
@@ -143,7 +147,9 @@ def fit_rows(cfg: Any, src: Path, dst: Path, mode: str) -> dict[str, int]:
             f"no labeled {mode} rows to train on ({len(rows)} made, {over} too long): "
             f"see {src.parent / 'diagnostics.json'}"
         )
-    dst.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
+    tmp.replace(dst)  # a reader never sees half a file
     return {
         "rows": len(rows),
         "kept": len(keep),
@@ -152,13 +158,63 @@ def fit_rows(cfg: Any, src: Path, dst: Path, mode: str) -> dict[str, int]:
     }
 
 
+def label_shards(
+    label_cfg: LabelConfig,
+    rows: list[dict[str, Any]],
+    keys: list[str],
+    out: Path,
+    info: RankInfo,
+) -> None:
+    """hf under a multi-rank launch: every rank samples its shard, rank 0 merges.
+
+    ``keys`` are the questions' keys in order (after ``max_questions``); the
+    merged files in ``out`` equal a single-process run's. Returns on every rank
+    once ``out`` is complete (``distributed.label_on_ranks``).
+    """
+    from functools import partial
+
+    from axolotl_sealong.distributed import (
+        label_on_ranks,
+        merge_label_dirs,
+        rank_settings,
+        shard,
+    )
+    from axolotl_sealong.pipeline import label
+
+    rows = rows[: len(keys)]  # max_questions caps the whole run, not each shard
+
+    def run(info: RankInfo, part: Path, role: str) -> None:
+        mine = shard(rows, info)
+        LOG.info(
+            "sealong: rank %d of %d self-labeling its shard, %d of %d question(s), "
+            "into %s",
+            info.rank,
+            info.world_size,
+            len(mine),
+            len(rows),
+            part,
+        )
+        label(rank_settings(label_cfg, info), mine, part, allow_empty=True)
+
+    merge = partial(merge_label_dirs, order=keys)
+    label_on_ranks("hf", out, run, merge=merge, info=info)
+
+
 def load_self_labeled(cfg: Any) -> Any:
-    """Label (or reuse), fit to sequence_len, then build Axolotl's dataset meta."""
+    """Label (or reuse), fit to sequence_len, then build Axolotl's dataset meta.
+
+    One process, or a multi-rank launch with the vllm or openai engine: the
+    first rank to take the folder's lock labels, the others then reuse its rows.
+    A multi-rank launch with the hf engine shards the questions over the ranks
+    (``label_shards``). Either way exactly one rank writes the training file.
+    """
     from filelock import FileLock
 
     from axolotl_sealong.cache import path_fingerprint, stable_hash
     from axolotl_sealong.diagnostics import format_table
+    from axolotl_sealong.distributed import rank_info, sampling_role
     from axolotl_sealong.pipeline import DIAGNOSTICS_FILE, label, questions_from_rows
+    from axolotl_sealong.sampling import resolve_engine
 
     mode = training_mode(cfg)
     label_cfg = label_settings(cfg)
@@ -178,12 +234,31 @@ def load_self_labeled(cfg: Any) -> Any:
     )
     out = root / key
     root.mkdir(parents=True, exist_ok=True)
-    # Every rank takes the lock; the first labels, the others find it done.
+    info = rank_info()
+    sharded = (
+        info.world_size > 1
+        and sampling_role(resolve_engine(label_cfg.sampler), info) == "shard"
+    )
+    if sharded and not (out / DIAGNOSTICS_FILE).exists():
+        # Rank 0 writes diagnostics.json last, only once every shard is in:
+        # if a rank sees it, the merged rows are complete.
+        label_shards(label_cfg, rows, [q.key for q in questions], out, info)
+        sharded_here = True
+    else:
+        sharded_here = False
+    # Every rank takes the lock; the first labels (or, after label_shards,
+    # writes the training file), the others find it done.
     with FileLock(str(out) + ".lock"):
-        if (out / DIAGNOSTICS_FILE).exists():
+        if sharded_here:
+            LOG.info(
+                "sealong: merged labeled rows of %d ranks in %s", info.world_size, out
+            )
+        elif (out / DIAGNOSTICS_FILE).exists():
             LOG.info("sealong: reusing labeled rows in %s (settings hash %s)", out, key)
         else:
-            LOG.info("sealong: self-labeling %d question(s) into %s", len(rows), out)
+            LOG.info(
+                "sealong: self-labeling %d question(s) into %s", len(questions), out
+            )
             label(label_cfg, rows, out)
         diag = json.loads((out / DIAGNOSTICS_FILE).read_text())
         LOG.info("sealong: counts %s", diag["counts"])

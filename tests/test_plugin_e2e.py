@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,135 @@ def test_concurrent_ranks_label_once(tiny_llama_dir, tmp_path):
     assert len(labeled) == 1 and len(reused) == 1
     samples = list((tmp_path / "samples").glob("*/samples.jsonl"))
     assert len(samples) == 1 and len(samples[0].read_text().splitlines()) == 4
+
+
+def _rank_env(rank: int | None, world: int = 2) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "AXOLOTL_DO_NOT_TRACK": "1",
+        "TRL_EXPERIMENTAL_SILENCE": "1",
+        "CUDA_VISIBLE_DEVICES": "",  # CPU, so the ranks match the single run anywhere
+        "OMP_NUM_THREADS": "1",  # three processes share the cores
+    }
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        env.pop(name, None)
+    if rank is not None:
+        env |= {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)}
+    return env
+
+
+def _preprocess(recipe: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    # output to a file: a rank blocked on a full pipe would stall the others
+    with log.open("w") as fh:
+        return subprocess.Popen(
+            [AXOLOTL, "preprocess", str(recipe)],
+            cwd=recipe.parent,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _finish(
+    procs: list[subprocess.Popen], logs: list[Path], timeout: float = 300
+) -> list[str]:
+    """Wait for every process; when one fails, stop the rest (they would wait)."""
+    deadline = time.monotonic() + timeout
+    try:
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            if any(p.poll() not in (None, 0) for p in procs):
+                break
+            time.sleep(0.2)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    texts = [log.read_text() for log in logs]
+    for p, text in zip(procs, texts, strict=True):
+        assert p.returncode == 0, text[-4000:]
+    return texts
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _label_in_process(recipe: Path, out: Path, cache: Path) -> None:
+    """The plugin's settings for ``recipe``, labeled by one process (this one)."""
+    import torch
+
+    from axolotl_sealong.config import LabelConfig
+    from axolotl_sealong.pipeline import label, read_rows
+
+    cfg = yaml.safe_load(recipe.read_text())
+    # what plugin.label_settings makes of it (importing the plugin, i.e. axolotl,
+    # would cost this test ~10 s): prompts sized to sequence_len
+    label_cfg = LabelConfig.from_yaml_dict(cfg).model_copy(
+        update={"cache_dir": str(cache), "max_model_len": cfg["sequence_len"]}
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks (OMP_NUM_THREADS=1): the same numerics
+    try:
+        label(label_cfg, read_rows(cfg["datasets"][0]["path"]), out, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_hf_ranks_label_their_own_shards(tiny_llama_dir, tmp_path):
+    """Two real ranks (RANK 0/1, WORLD_SIZE 2) each sample their half of the
+    questions; the merged rows equal a one-process run's; one rank writes the
+    training file; a rerun reuses the rows and waits for no rank."""
+    settings = {"sealong_sampler": "hf", "sealong_utility": "rouge_l"}
+    recipe = _recipe(tmp_path, tiny_llama_dir, "orpo", **settings)
+    _questions(tmp_path / "questions.jsonl", 5)  # shards of 3 and 2
+    logs = [tmp_path / f"rank{r}.log" for r in range(2)]
+    procs = [_preprocess(recipe, _rank_env(r), logs[r]) for r in range(2)]
+    one = tmp_path / "one"
+    try:
+        _label_in_process(recipe, one, tmp_path / "one_samples")
+    finally:
+        texts = _finish(procs, logs)
+
+    (out,) = (tmp_path / "prepared" / "sealong").glob("*/diagnostics.json")
+    out = out.parent
+    # merged rows: the single run's, line for line (order and scored index too)
+    for name in ("sft.jsonl", "preference.jsonl", "scored.jsonl"):
+        assert (out / name).read_text() == (one / name).read_text(), name
+    keys = [row["key"] for row in _jsonl(one / "scored.jsonl")]
+    assert len(keys) == 5
+    merged = json.loads((out / "diagnostics.json").read_text())
+    assert merged["counts"]["questions"] == 5 and merged["counts"]["sampled"] == 5
+
+    # each rank sampled its shard keys[rank::2], and only that
+    cached = [
+        sorted(row["key"] for row in _jsonl(path))
+        for path in (tmp_path / "samples").glob("*/samples.jsonl")
+    ]
+    assert sorted(cached) == sorted([sorted(keys[0::2]), sorted(keys[1::2])])
+    for rank, log in enumerate(texts):
+        mine = keys[rank::2]
+        part = out / f"rank{rank}of2"
+        assert [row["key"] for row in _jsonl(part / "scored.jsonl")] == mine
+        counts = json.loads((part / "diagnostics.json").read_text())["counts"]
+        assert counts["sampled"] == len(mine)
+        assert f"rank {rank} of 2 self-labeling its shard, {len(mine)} of 5" in log
+        assert f"{len(mine)} question(s) to label: 0 from cache" in log
+        assert "sealong: self-labeling" not in log  # not the one-process path
+        assert "sealong: merged labeled rows of 2 ranks" in log
+
+    # exactly one rank fit the rows to sequence_len and wrote the training file
+    assert sum(log.count("sealong: orpo rows for training") for log in texts) == 1
+    assert len(_jsonl(next(out.glob("train_orpo_*.jsonl")))) == len(
+        _jsonl(one / "preference.jsonl")
+    )
+
+    # a rerun reuses the merged rows: one rank alone returns, waiting for no shard
+    log = tmp_path / "rerun.log"
+    (rerun,) = _finish([_preprocess(recipe, _rank_env(1), log)], [log], 120)
+    assert "sealong: reusing labeled rows" in rerun
+    assert "self-labeling" not in rerun

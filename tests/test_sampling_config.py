@@ -15,6 +15,7 @@ from axolotl_sealong.distributed import (
     merge_label_dirs,
     merge_outputs,
     rank_info,
+    rank_settings,
     sampling_role,
     shard,
 )
@@ -187,3 +188,106 @@ def test_shards_of_the_pipeline_merge_into_one_result(tiny_llama_dir, tmp_path):
     by_key = {r["key"]: r for r in read_rows(tmp_path / "all" / "scored.jsonl")}
     for row in read_rows(tmp_path / "one" / "scored.jsonl"):
         assert by_key[row["key"]]["samples"] == row["samples"]
+    # given the questions' order, the merged files are the single run's exactly
+    keys = [r["key"] for r in read_rows(tmp_path / "one" / "scored.jsonl")]
+    merge_label_dirs(parts, tmp_path / "ordered", order=keys)
+    for name in ("sft.jsonl", "preference.jsonl", "scored.jsonl"):
+        ordered = (tmp_path / "ordered" / name).read_text()
+        assert ordered == (tmp_path / "one" / name).read_text(), name
+
+
+def _write_part(part: Path, scored: list[dict]) -> None:
+    """A shard folder as pipeline.label writes it, from its scored rows."""
+    from axolotl_sealong.pipeline import row_sources
+
+    part.mkdir(parents=True)
+    sft_of, pref_of = row_sources(scored)
+    files = {
+        "scored.jsonl": scored,
+        "sft.jsonl": [{"messages": scored[i]["key"]} for i in sft_of],
+        "preference.jsonl": [{"chosen": scored[i]["key"]} for i in pref_of],
+    }
+    for name, rows in files.items():
+        (part / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (part / "diagnostics.json").write_text(json.dumps({"counts": {"x": 1}}))
+
+
+def test_ordered_merge_puts_every_row_back_with_its_question(tmp_path):
+    def scored(key, index, chosen="ok", skip=None):
+        return {
+            "key": key,
+            "index": index,
+            "samples": [chosen, "other"],
+            "chosen": 0,
+            "skip_reason": skip,
+            "answers": None,
+        }
+
+    # order: a b c d e f; e was skipped as overlong (no row); rank 1 also has
+    # a question without a pair (c) and one whose chosen sample is blank (d)
+    _write_part(tmp_path / "r0", [scored("a", 0), scored("c", 1, skip="margin")])
+    _write_part(
+        tmp_path / "r1",
+        [scored("b", 0), scored("d", 1, " ", "empty_chosen"), scored("f", 2)],
+    )
+    _write_part(tmp_path / "r2", [])  # a rank whose shard was empty
+    parts = [tmp_path / f"r{r}" for r in range(3)]
+    merge_label_dirs(parts, tmp_path / "out", order=list("abcdef"))
+    out = {
+        name: [
+            json.loads(x) for x in (tmp_path / "out" / name).read_text().splitlines()
+        ]
+        for name in ("scored.jsonl", "sft.jsonl", "preference.jsonl")
+    }
+    assert [(r["key"], r["index"]) for r in out["scored.jsonl"]] == [
+        ("a", 0),
+        ("b", 1),
+        ("c", 2),
+        ("d", 3),
+        ("f", 5),
+    ]
+    assert [r["messages"] for r in out["sft.jsonl"]] == ["a", "b", "c", "f"]
+    assert [r["chosen"] for r in out["preference.jsonl"]] == ["a", "b", "f"]
+    diag = json.loads((tmp_path / "out" / "diagnostics.json").read_text())
+    assert diag["counts"] == {"x": 3}
+    with pytest.raises(ValueError, match="not in the order"):
+        merge_label_dirs(parts, tmp_path / "bad", order=list("abc"))
+
+
+def test_an_empty_shard_writes_empty_files_without_a_model(tmp_path, monkeypatch):
+    from axolotl_sealong import pipeline
+
+    def no_model(cfg):
+        raise AssertionError("the sampling model was loaded for an empty shard")
+
+    monkeypatch.setattr(pipeline, "_open_sampler", no_model)
+    monkeypatch.setattr(pipeline, "prompt_limits", lambda cfg: (None, 4096))
+    cfg = LabelConfig(model=str(tmp_path / "no-model"), cache_dir=str(tmp_path / "c"))
+    res = pipeline.label(cfg, [], tmp_path / "part", allow_empty=True, progress=False)
+    assert res.counts["questions"] == 0
+    for name in ("sft.jsonl", "preference.jsonl", "scored.jsonl"):
+        assert (tmp_path / "part" / name).read_text() == ""
+    with pytest.raises(ValueError, match="no rows"):
+        pipeline.label(cfg, [], tmp_path / "strict", progress=False)
+
+
+def test_each_rank_samples_on_its_own_gpu(monkeypatch):
+    import torch
+
+    cfg = LabelConfig()
+    info = RankInfo(3, 4, 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert rank_settings(cfg, info).device is None  # CPU
+    chosen: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert rank_settings(cfg, info).device == "cuda:1" and chosen == [1]
+    assert rank_settings(cfg.model_copy(update={"device": "cuda"}), info).device == (
+        "cuda:1"
+    )
+    explicit = cfg.model_copy(update={"device": "cpu"})
+    assert rank_settings(explicit, info).device == "cpu"
+    # the launcher gave each rank its own CUDA_VISIBLE_DEVICES: one GPU, cuda:0
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert rank_settings(cfg, info).device == "cuda:0" and chosen[-1] == 0
