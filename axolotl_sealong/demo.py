@@ -52,17 +52,19 @@ class DemoSettings:
 
     num_train: int = 64
     num_eval: int = 100
+    eval_split: str = "eval"
     min_tokens: int = 256
-    max_tokens: int = 768
+    max_tokens: int = 512
     hops: str = "1"
-    distractors: int = 1
+    distractors: int = 0
     prompt_strategy: str = "direct_answer"
     num_samples: int = 8
-    temperature: float = 0.7
-    max_new_tokens: int = 48
-    eval_max_gen_toks: int = 48
+    temperature: float = 0.3
+    max_new_tokens: int = 40
+    eval_max_gen_toks: int = 40
     eval_batch_size: int = 16
-    learning_rate: float = 2e-4
+    hf_batch_questions: int = 4
+    learning_rate: float = 5e-4
     num_epochs: int = 2
     lora_r: int = 16
     orpo_alpha: float = 0.1
@@ -87,6 +89,11 @@ class DemoSettings:
             raise ValueError("need 0 < --min-tokens <= --max-tokens")
         if self.temperature <= 0:
             raise ValueError("--temperature must be > 0 (N samples must differ)")
+        if self.eval_split not in ("eval", "dev"):
+            raise ValueError(
+                "--eval-split must be eval (held-out names: the reported number) "
+                "or dev (training-split names, other questions: for choosing settings)"
+            )
         if self.learning_rate <= 0:
             raise ValueError("--learning-rate must be > 0")
         parse_hops(self.hops)
@@ -234,10 +241,16 @@ def build_data(out: Path, s: DemoSettings, model: Path) -> dict[str, Any]:
 
     counter = load_tokenizer(str(model))
     result = {}
-    for split, num in (("train", s.num_train), ("eval", s.num_eval)):
+    # dev: the training split's names with another seed's questions, so settings
+    # can be chosen without ever looking at the held-out split
+    eval_source = ("eval", s.seed) if s.eval_split == "eval" else ("train", s.seed + 1)
+    for name, split, seed, num in (
+        ("train", "train", s.seed, s.num_train),
+        ("eval", *eval_source, s.num_eval),
+    ):
         rows, report = build_synth(
             num=num,
-            seed=s.seed,
+            seed=seed,
             split=split,
             counter=counter,
             min_tokens=s.min_tokens,
@@ -246,14 +259,14 @@ def build_data(out: Path, s: DemoSettings, model: Path) -> dict[str, Any]:
             distractors=s.distractors,
         )
         command = (
-            f"sealong data synth --split {split} --num {num} --seed {s.seed} "
+            f"sealong data synth --split {split} --num {num} --seed {seed} "
             f"--min-tokens {s.min_tokens} --max-tokens {s.max_tokens} --hops {s.hops} "
             f"--distractors {s.distractors} --tokenizer {model} --out ..."
         )
         path, _card = write_dataset(
-            rows, out / "data" / f"{split}.jsonl", report, command
+            rows, out / "data" / f"{name}.jsonl", report, command
         )
-        result[split] = {"path": str(path), "rows": len(rows)}
+        result[name] = {"path": str(path), "rows": len(rows), "split": split}
     return result
 
 
@@ -280,6 +293,7 @@ def train_config(
             "sealong_max_new_tokens": s.max_new_tokens,
             "sealong_prompt_strategy": s.prompt_strategy,
             "sealong_seed": s.seed,
+            "sealong_hf_batch_questions": s.hf_batch_questions,
             "learning_rate": s.learning_rate,
             "num_epochs": s.num_epochs,
             "lora_r": s.lora_r,
@@ -332,6 +346,7 @@ def label_summary(folder: Path, tokenizer: Any) -> dict[str, Any]:
     return {
         "folder": str(folder),
         "diagnostics": diag["subem"],
+        "pick_by_n": pick_by_n(scored, diag["settings"]),
         "counts": diag["counts"],
         "pairs": len(chosen),
         "score_distribution": {"all": every, "chosen": chosen, "rejected": rejected},
@@ -345,6 +360,33 @@ def label_summary(folder: Path, tokenizer: Any) -> dict[str, Any]:
         },
         "label_seconds": diag.get("seconds", {}),
     }
+
+
+def pick_by_n(scored: list[dict[str, Any]], settings: dict[str, Any]) -> list[Any]:
+    """MBR pick accuracy for N = 2, 4, ... up to the N sampled (same embedder)."""
+    import numpy as np
+
+    from axolotl_sealong.diagnostics import pick_accuracy_by_n
+    from axolotl_sealong.embedded import resolve_model
+    from axolotl_sealong.embedder import Embedder
+    from axolotl_sealong.mbr import cosine_matrix
+
+    if not scored:
+        return []
+    embedder = Embedder(
+        resolve_model(settings["embedder"]), long_text=settings["embedder_long_text"]
+    )
+    texts = [t for row in scored for t in row["samples"]]
+    emb = np.asarray(embedder.encode(texts, show_progress=False))
+    sims, start = [], 0
+    for row in scored:
+        n = len(row["samples"])
+        sims.append(cosine_matrix(emb[start : start + n]))
+        start += n
+    big = max(len(r["samples"]) for r in scored)
+    # n = 2 is left out: two samples always tie, so "the pick" is the first one
+    ns = [n for n in (4, 8, 16, 32, 64) if n < big] + [big]
+    return pick_accuracy_by_n(scored, sims, ns)
 
 
 def read_eval(out: Path) -> dict[str, Any]:

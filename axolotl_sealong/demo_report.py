@@ -225,6 +225,18 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         )
     lines += [
         "",
+        "MBR pick by N (the first n samples of each question, same embedder; the "
+        "mean over samples is what a random pick gets on average):",
+        "",
+        "| round | n | MBR pick | mean over samples | oracle |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {r['round']} | {p['n']} | {p['mbr_pick']:.1f} | "
+            f"{p['sample_mean']:.1f} | {p['oracle']:.1f} |"
+            for r in report["rounds"]
+            for p in r.get("pick_by_n", [])
+        ],
+        "",
         "MBR pick vs random sample is the method's premise (the paper's Table 7): "
         "when the consensus output is not more often right than a random one, "
         "training on it cannot teach the model the right answers.",

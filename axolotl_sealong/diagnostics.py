@@ -59,3 +59,45 @@ def format_table(diag: dict[str, Any]) -> str:
         value = diag.get(key)
         lines.append(f"  {label:<24} {'-' if value is None else f'{value:6.2f}'}")
     return "\n".join(lines)
+
+
+def pick_accuracy_by_n(
+    scored: Sequence[dict[str, Any]],
+    similarities: Sequence[Any],
+    ns: Sequence[int],
+) -> list[dict[str, Any]]:
+    """SubEM (0-100) of the MBR pick had only the first ``n`` samples been drawn.
+
+    Answers "would a larger N help?" from one labeling run: the MBR pick among
+    the first n samples (scores from the n x n corner of each question's
+    similarity matrix) against the expected accuracy of a random sample and
+    the oracle. ``similarities[i]`` is question i's N x N matrix.
+    """
+    import numpy as np
+
+    from axolotl_sealong.mbr import scores_from_similarity
+
+    out = []
+    for n in ns:
+        pick = mean = oracle = 0.0
+        count = 0
+        for row, sim in zip(scored, similarities, strict=True):
+            if not row.get("answers") or len(row["samples"]) < n or n < 2:
+                continue
+            hits = [sub_em(s, row["answers"]) for s in row["samples"][:n]]
+            best = int(np.argmax(scores_from_similarity(np.asarray(sim)[:n, :n])))
+            pick += hits[best]
+            mean += sum(hits) / n
+            oracle += max(hits)
+            count += 1
+        if count:
+            out.append(
+                {
+                    "n": n,
+                    "questions": count,
+                    "mbr_pick": round(100 * pick / count, 2),
+                    "sample_mean": round(100 * mean / count, 2),
+                    "oracle": round(100 * oracle / count, 2),
+                }
+            )
+    return out
