@@ -64,8 +64,8 @@ class DemoSettings:
     eval_max_gen_toks: int = 40
     eval_batch_size: int = 16
     hf_batch_questions: int = 4
-    learning_rate: float = 5e-4
-    num_epochs: int = 2
+    learning_rate: float = 1e-4
+    num_epochs: int = 1
     lora_r: int = 16
     orpo_alpha: float = 0.1
     seed: int = 0

@@ -134,7 +134,7 @@ def test_train_config_validates_with_the_plugin(tmp_path: Path) -> None:
 
     from axolotl_sealong.embedded import smollm2_dir
 
-    s = DemoSettings(learning_rate=1e-4, num_samples=4, prompt_strategy="none")
+    s = DemoSettings(learning_rate=3e-4, num_samples=4, prompt_strategy="none")
     data = tmp_path / "train.jsonl"
     data.write_text("")
     cfg = DictDefault(demo.train_config(s, smollm2_dir(), data, tmp_path / "round1"))
@@ -144,7 +144,7 @@ def test_train_config_validates_with_the_plugin(tmp_path: Path) -> None:
     out = validate_config(
         cfg, capabilities=caps, env_capabilities={"torch_version": "2.13.0"}
     )
-    assert out["learning_rate"] == 1e-4 and out["sealong_num_samples"] == 4
+    assert out["learning_rate"] == 3e-4 and out["sealong_num_samples"] == 4
     assert out["sealong_prompt_strategy"] == "none" and out["rl"] == "orpo"
     assert out["output_dir"] == str(tmp_path / "round1" / "adapter")
 
