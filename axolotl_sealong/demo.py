@@ -576,7 +576,10 @@ def build_report(
         "command": command,
         "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
-    demo_report.plot_before_after(eval_rows, out / "before_after.png")
+    split = "held-out eval split" if settings.eval_split == "eval" else "dev split"
+    demo_report.plot_before_after(
+        eval_rows, out / "before_after.png", f"sealong_synth, {split}"
+    )
     demo_report.plot_scores(rounds, out / "mbr_scores.png")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(demo_report.render_markdown(report))

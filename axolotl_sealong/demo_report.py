@@ -121,7 +121,10 @@ def plot_scores(rounds: Sequence[Mapping[str, Any]], path: Path) -> Path:
     )
     for ax, rnd in zip(axes[0], rounds, strict=True):
         dist = rnd["score_distribution"]
-        bins = 20
+        values = dist["all"] or [0.0, 1.0]
+        lo, hi = min(values), max(values)
+        # one set of bin edges for the three histograms, so bars line up
+        bins = [lo + (hi - lo) * i / 20 for i in range(21)] if hi > lo else 20
         ax.hist(dist["all"], bins=bins, alpha=0.35, label="all samples", color="grey")
         ax.hist(dist["chosen"], bins=bins, alpha=0.7, label="chosen", color="tab:green")
         ax.hist(
@@ -137,7 +140,9 @@ def plot_scores(rounds: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return path
 
 
-def plot_before_after(evals: Sequence[Mapping[str, Any]], path: Path) -> Path:
+def plot_before_after(
+    evals: Sequence[Mapping[str, Any]], path: Path, title: str = "sealong_synth"
+) -> Path:
     """Held-out SubEM per round (0 = before training) with 95 % bootstrap bars."""
     plt = _pyplot()
     labels = [e["label"] for e in evals]
@@ -151,8 +156,8 @@ def plot_before_after(evals: Sequence[Mapping[str, Any]], path: Path) -> Path:
     ax.bar(labels, values, yerr=errs, capsize=6, color=colors)
     for i, v in enumerate(values):
         ax.text(i, v + 0.5, f"{v:.1f}", ha="center", va="bottom", fontsize=9)
-    ax.set_ylabel("held-out SubEM (0-100)")
-    ax.set_title(f"sealong_synth, n = {evals[0]['n']}")
+    ax.set_ylabel("SubEM (0-100)")
+    ax.set_title(f"{title}, n = {evals[0]['n']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -176,11 +181,16 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"Model: {report['model']}. Training data: {s['num_train']} synthetic "
         f"questions ({s['min_tokens']}-{s['max_tokens']} tokens, hops {s['hops']}, "
-        f"{s['distractors']} decoy chain(s)); held-out evaluation: {report['n_eval']} "
-        "questions from the eval split (disjoint entity names), never used for "
-        "any choice of settings.",
+        f"{s['distractors']} decoy chain(s)); evaluation: {report['n_eval']} "
+        + (
+            "questions from the held-out eval split (disjoint entity names), never "
+            "used for any choice of settings."
+            if s.get("eval_split", "eval") == "eval"
+            else "questions from the dev split (training-split names, other "
+            "questions): a run for choosing settings, not a held-out result."
+        ),
         "",
-        "## Held-out SubEM (lm-eval `sealong_synth`, greedy)",
+        "## SubEM (lm-eval `sealong_synth`, greedy)",
         "",
         "| model | SubEM | 95 % CI | gain vs before | gain 95 % CI (paired) | "
         "output tokens |",
