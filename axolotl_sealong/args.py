@@ -54,6 +54,16 @@ class _SeaLongPluginArgs(BaseModel):
         },
     )
 
+    sealong_orpo_nll: Literal["response", "full"] = Field(
+        default="response",
+        json_schema_extra={
+            "description": "ORPO's NLL term over the response tokens (the paper's "
+            "XTuner objective) or over prompt + response (TRL's ORPOTrainer as "
+            "Axolotl runs it). With long contexts `full` mostly trains the model "
+            "to reproduce its prompt."
+        },
+    )
+
     @model_validator(mode="before")
     @classmethod
     def check_sealong(cls, data: Any) -> Any:

@@ -25,7 +25,7 @@ from axolotl_sealong.prompts import DEFAULT_STRATEGY, INSTRUCTIONS
 
 YAML_PREFIX = "sealong_"
 # Keys of the Axolotl plugin alone (args.py): how to train on the labeled rows.
-PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long")
+PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long", "orpo_nll")
 # Settings that take one of a few names (kept as str so new names need no migration).
 _CHOICES: dict[str, tuple[str, ...]] = {
     "prompt_strategy": tuple(sorted(INSTRUCTIONS)),

@@ -68,6 +68,7 @@ class DemoSettings:
     num_epochs: int = 1
     lora_r: int = 16
     orpo_alpha: float = 0.1
+    orpo_nll: str = "response"
     seed: int = 0
 
     def check(self) -> None:
@@ -96,6 +97,10 @@ class DemoSettings:
             )
         if self.learning_rate <= 0:
             raise ValueError("--learning-rate must be > 0")
+        if self.orpo_nll not in ("response", "full"):
+            raise ValueError(
+                "--orpo-nll must be response (the paper's) or full (TRL's)"
+            )
         parse_hops(self.hops)
         instruction(self.prompt_strategy)
 
@@ -299,6 +304,7 @@ def train_config(
             "lora_r": s.lora_r,
             "lora_alpha": 2 * s.lora_r,
             "orpo_alpha": s.orpo_alpha,
+            "sealong_orpo_nll": s.orpo_nll,
             "seed": s.seed,
             "output_dir": str(round_dir / "adapter"),
             "dataset_prepared_path": str(round_dir / "prepared"),

@@ -57,6 +57,14 @@ class SeaLongPlugin(BasePlugin):
             if isinstance(value, str) and value.startswith("embedded:"):
                 cfg[key] = resolve_model(value)
 
+    def post_trainer_create(self, cfg: Any, trainer: Any) -> None:
+        # The paper's ORPO: NLL over the response only (see axolotl_sealong.orpo).
+        if training_mode(cfg) == "orpo" and cfg.get("sealong_orpo_nll") != "full":
+            from axolotl_sealong.orpo import use_response_nll
+
+            use_response_nll(trainer)
+            LOG.info("sealong: ORPO NLL term over response tokens only (the paper's)")
+
     def load_datasets(self, cfg: Any, preprocess: bool = False) -> Any:
         if not self_label_entries(cfg):
             return None

@@ -410,7 +410,9 @@ def test_sealong_eval_task_dir(capsys: pytest.CaptureFixture[str]) -> None:
 def test_synth_prompt_strategy(tmp_path: Path) -> None:
     """``prompt_strategy`` metadata swaps the instruction; a typo names the keys."""
     default = eval_tasks.load_synth(synth_eval_path=str(SYNTH_FILE))["test"][0]
-    assert eval_tasks.doc_to_text(default).endswith(INSTRUCTIONS["plan_and_solve"] + "\n")
+    assert eval_tasks.doc_to_text(default).endswith(
+        INSTRUCTIONS["plan_and_solve"] + "\n"
+    )
     direct = eval_tasks.load_synth(
         synth_eval_path=str(SYNTH_FILE), prompt_strategy="direct_answer"
     )["test"][0]
