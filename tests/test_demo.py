@@ -159,9 +159,12 @@ def test_demo_end_to_end_tiny(tmp_path: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SEALONG_CACHE": str(tmp_path / "c")}
     args = [
         sys.executable, "-m", "axolotl_sealong.cli", "demo", "--out", str(out),
-        "--num-train", "4", "--num-eval", "10", "--num-samples", "2",
-        "--min-tokens", "128", "--max-tokens", "200", "--max-new-tokens", "8",
+        "--num-train", "4", "--num-eval", "10", "--num-samples", "3",
+        "--min-tokens", "128", "--max-tokens", "200", "--max-new-tokens", "12",
         "--eval-max-gen-toks", "8", "--num-epochs", "1",
+        # T=1: at the default 0.3 a handful of 8-token samples can all be equal,
+        # which leaves no preference pair (the plugin then stops, by design)
+        "--temperature", "1.0",
     ]  # fmt: skip
     done = subprocess.run(args, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
