@@ -179,12 +179,19 @@ def test_demo_end_to_end_tiny(tmp_path: Path) -> None:
     for name in ("report.md", "before_after.png", "mbr_scores.png"):
         assert (out / name).stat().st_size > 0
     assert "held-out SubEM" in done.stdout
-    # a second round reuses every finished stage of the first
+    # a second round reuses every finished stage of the first: their records,
+    # the adapter and the logs are untouched
+    first = json.loads((out / "state.json").read_text())["stages"]
+    adapter = out / "round1" / "adapter" / "adapter_model.safetensors"
+    stamps = {p: p.stat().st_mtime_ns for p in (adapter, out / "logs" / "train_1.log")}
     again = subprocess.run(
         [*args, "--rounds", "2"], env=env, capture_output=True, text=True
     )
     assert again.returncode == 0, again.stderr[-5000:]
-    assert "stage train_1: done in an earlier run" in again.stderr
+    stages = json.loads((out / "state.json").read_text())["stages"]
+    assert all(stages[name] == rec for name, rec in first.items())
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert {"label_2", "train_2", "merge_2", "eval_2"} <= set(stages)
     two = json.loads((out / "report.json").read_text())
     assert [e["label"] for e in two["evals"]] == ["before", "round 1", "round 2"]
     assert two["rounds"][1]["sampled_by"] == "round 1 model"
