@@ -327,10 +327,10 @@ def labeled_dir(round_dir: Path) -> Path:
 
 def label_summary(folder: Path, tokenizer: Any) -> dict[str, Any]:
     """Diagnostics, pair count, score distributions and lengths of one labeling."""
+    from axolotl_sealong.pipeline import read_rows
+
     diag = json.loads((folder / "diagnostics.json").read_text())
-    scored = [
-        json.loads(x) for x in (folder / "scored.jsonl").read_text().splitlines() if x
-    ]
+    scored = read_rows(folder / "scored.jsonl")
     chosen: list[float] = []
     rejected: list[float] = []
     every: list[float] = []
@@ -402,9 +402,9 @@ def read_eval(out: Path) -> dict[str, Any]:
     )
     if not files:
         raise RuntimeError(f"lm-eval wrote no samples_{TASK}_*.jsonl under {out}")
-    rows = [
-        json.loads(x) for x in Path(files[-1]).read_text().splitlines() if x.strip()
-    ]
+    from axolotl_sealong.pipeline import read_rows
+
+    rows = read_rows(files[-1])
     rows.sort(key=lambda r: r["doc_id"])
     return {
         "doc_ids": [r["doc_id"] for r in rows],

@@ -153,14 +153,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
 def merge_in_order(parts: Sequence[Path], out: Path, order: Sequence[str]) -> None:
     """Shards' rows -> ``out`` in the order of one run over all questions.
 
@@ -176,6 +168,7 @@ def merge_in_order(parts: Sequence[Path], out: Path, order: Sequence[str]) -> No
         SCORED_FILE,
         SFT_FILE,
         row_sources,
+        write_jsonl,
     )
 
     slots: dict[str, deque[int]] = defaultdict(deque)
@@ -200,9 +193,9 @@ def merge_in_order(parts: Sequence[Path], out: Path, order: Sequence[str]) -> No
             )
     merged.sort(key=lambda m: m[0])
     out.mkdir(parents=True, exist_ok=True)
-    _write_jsonl(out / SFT_FILE, [m[2] for m in merged if m[2] is not None])
-    _write_jsonl(out / PREFERENCE_FILE, [m[3] for m in merged if m[3] is not None])
-    _write_jsonl(out / SCORED_FILE, [m[1] for m in merged])
+    write_jsonl(out / SFT_FILE, [m[2] for m in merged if m[2] is not None])
+    write_jsonl(out / PREFERENCE_FILE, [m[3] for m in merged if m[3] is not None])
+    write_jsonl(out / SCORED_FILE, [m[1] for m in merged])
 
 
 def merge_label_dirs(

@@ -177,7 +177,8 @@ def sample_key_parts(cfg: LabelConfig, questions: list[Question]) -> dict[str, A
     }
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write through a temporary file, so a killed run never leaves half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for row in rows:
@@ -419,9 +420,9 @@ def label(
     if no_pair:
         LOG.warning("questions without a preference pair: %s", no_pair)
 
-    _write_jsonl(out / SFT_FILE, sft)
-    _write_jsonl(out / PREFERENCE_FILE, prefs)
-    _write_jsonl(out / SCORED_FILE, scored)
+    write_jsonl(out / SFT_FILE, sft)
+    write_jsonl(out / PREFERENCE_FILE, prefs)
+    write_jsonl(out / SCORED_FILE, scored)
     seconds["total"] = clock() - t0
     diagnostics = {
         "counts": dict(counts),
