@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from importlib import resources
 from pathlib import Path
 
 DEEPSPEED_PREFIX = "recipes/deepspeed/"
@@ -11,10 +10,13 @@ DEEPSPEED_PREFIX = "recipes/deepspeed/"
 
 def recipes_dir() -> Path:
     """``axolotl_sealong/recipes`` in a wheel; the repo's ``recipes/`` from source."""
-    try:
-        path = Path(str(resources.files("axolotl_sealong.recipes")))
-    except ModuleNotFoundError:
-        path = Path(__file__).resolve().parents[1] / "recipes"
+    # Not importlib.resources: the recipes folder has no __init__.py, so in a
+    # wheel it is a namespace package whose files() is a MultiplexedPath, and
+    # str() of that is not a path.
+    here = Path(__file__).resolve().parent
+    path = here / "recipes"
+    if not path.is_dir():
+        path = here.parent / "recipes"
     if not path.is_dir():
         raise FileNotFoundError(
             f"no recipes folder at {path}: reinstall axolotl-sealong"
