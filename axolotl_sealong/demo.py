@@ -51,8 +51,9 @@ class DemoSettings:
     """What the demo builds and trains; all of it is part of the results."""
 
     num_train: int = 64
-    num_eval: int = 100
+    num_eval: int = 300
     eval_split: str = "eval"
+    eval_seed: int = 1
     min_tokens: int = 256
     max_tokens: int = 512
     hops: str = "1"
@@ -76,6 +77,26 @@ class DemoSettings:
         from axolotl_sealong.data.synth import parse_hops
         from axolotl_sealong.prompts import instruction
 
+        self._check_numbers()
+        if self.eval_split not in ("eval", "dev"):
+            raise ValueError(
+                "--eval-split must be eval (held-out names: the reported number) "
+                "or dev (training-split names, other questions: for choosing settings)"
+            )
+        if self.eval_split == "dev" and self.eval_seed == self.seed:
+            raise ValueError(
+                "--eval-seed must differ from --seed with --eval-split dev: the dev "
+                "questions come from the training split, so the same seed would "
+                "evaluate on the training questions"
+            )
+        if self.orpo_nll not in ("response", "full"):
+            raise ValueError(
+                "--orpo-nll must be response (the paper's) or full (TRL's)"
+            )
+        parse_hops(self.hops)
+        instruction(self.prompt_strategy)
+
+    def _check_numbers(self) -> None:
         for name in ("num_train", "num_eval", "max_new_tokens", "eval_max_gen_toks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1")
@@ -90,19 +111,8 @@ class DemoSettings:
             raise ValueError("need 0 < --min-tokens <= --max-tokens")
         if self.temperature <= 0:
             raise ValueError("--temperature must be > 0 (N samples must differ)")
-        if self.eval_split not in ("eval", "dev"):
-            raise ValueError(
-                "--eval-split must be eval (held-out names: the reported number) "
-                "or dev (training-split names, other questions: for choosing settings)"
-            )
         if self.learning_rate <= 0:
             raise ValueError("--learning-rate must be > 0")
-        if self.orpo_nll not in ("response", "full"):
-            raise ValueError(
-                "--orpo-nll must be response (the paper's) or full (TRL's)"
-            )
-        parse_hops(self.hops)
-        instruction(self.prompt_strategy)
 
 
 # --------------------------------------------------------------------------- #
@@ -246,9 +256,9 @@ def build_data(out: Path, s: DemoSettings, model: Path) -> dict[str, Any]:
 
     counter = load_tokenizer(str(model))
     result = {}
-    # dev: the training split's names with another seed's questions, so settings
-    # can be chosen without ever looking at the held-out split
-    eval_source = ("eval", s.seed) if s.eval_split == "eval" else ("train", s.seed + 1)
+    # eval: held-out names; dev: the training split's names with another seed's
+    # questions, so settings can be chosen without ever looking at the held-out split
+    eval_source = (s.eval_split if s.eval_split == "eval" else "train", s.eval_seed)
     for name, split, seed, num in (
         ("train", "train", s.seed, s.num_train),
         ("eval", *eval_source, s.num_eval),

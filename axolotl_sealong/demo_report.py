@@ -183,8 +183,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"questions ({s['min_tokens']}-{s['max_tokens']} tokens, hops {s['hops']}, "
         f"{s['distractors']} decoy chain(s)); evaluation: {report['n_eval']} "
         + (
-            "questions from the held-out eval split (disjoint entity names), never "
-            "used for any choice of settings."
+            "questions from the held-out eval split (disjoint entity names, seed "
+            f"{s.get('eval_seed', s.get('seed'))}), never used for any choice of "
+            "settings."
             if s.get("eval_split", "eval") == "eval"
             else "questions from the dev split (training-split names, other "
             "questions): a run for choosing settings, not a held-out result."

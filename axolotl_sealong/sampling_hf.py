@@ -194,9 +194,19 @@ def sample_next(
         before = sorted_probs.cumsum(dim=-1) - sorted_probs
         sorted_probs[before >= params.top_p] = 0  # keeps at least the top token
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    # inverse CDF: one uniform draw per token instead of multinomial's one
+    # exponential per vocabulary entry (8 ms a step for 8 rows of 49K on a CPU)
+    cdf = probs.cumsum(dim=-1)
     if num is not None:
-        return torch.multinomial(probs[0], num, replacement=True, generator=generator)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+        cdf = cdf[0].expand(num, -1)
+    total = cdf[:, -1:]
+    draws = torch.rand(
+        cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype
+    )
+    # strictly below the total, so the first entry whose CDF exceeds the target
+    # (right=True) always has mass: a zero-mass token is never drawn
+    target = torch.minimum(draws * total, torch.nextafter(total, total.new_zeros(())))
+    return torch.searchsorted(cdf.contiguous(), target, right=True)[:, 0]
 
 
 class HFSampler:

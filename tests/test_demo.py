@@ -106,6 +106,7 @@ def test_report_markdown_and_plots(tmp_path: Path) -> None:
         ({"prompt_strategy": "plan"}, "unknown prompt strategy"),
         ({"temperature": 0.0}, "--temperature"),
         ({"min_tokens": 900, "max_tokens": 800}, "--min-tokens"),
+        ({"eval_split": "dev", "eval_seed": 0}, "--eval-seed must differ"),
     ],
 )
 def test_bad_settings_fail_before_work(change: dict, message: str) -> None:
@@ -124,6 +125,32 @@ def test_stages_resume_and_refuse_other_settings(tmp_path: Path) -> None:
         Stages(tmp_path, DemoSettings(num_train=8), fresh=False)
     fresh = Stages(tmp_path, DemoSettings(num_train=8), fresh=True)
     assert fresh.state["stages"] == {}
+
+
+def test_held_out_questions_come_from_their_own_split_and_seed(tmp_path: Path) -> None:
+    from axolotl_sealong.embedded import smollm2_dir
+    from axolotl_sealong.pipeline import read_rows
+
+    model = smollm2_dir()
+    s = DemoSettings(num_train=4, num_eval=10, min_tokens=128, max_tokens=200)
+
+    def build(name: str, **change: object) -> tuple[list, list, dict]:
+        made = demo.build_data(
+            tmp_path / name, demo.dataclasses.replace(s, **change), model
+        )
+        return read_rows(made["train"]["path"]), read_rows(made["eval"]["path"]), made
+
+    train, held, made = build("default")
+    assert made["eval"]["split"] == "eval" and len(held) == 10
+    assert {r["id"] for r in held}.isdisjoint(r["id"] for r in train)
+    # another eval seed: other held-out questions, the same training questions
+    train2, held2, _ = build("seed2", eval_seed=2)
+    assert train2 == train
+    assert [r["question"] for r in held2] != [r["question"] for r in held]
+    # dev: the training split's names, the eval seed's questions
+    _, dev, made = build("dev", eval_split="dev")
+    assert made["eval"]["split"] == "train"
+    assert {r["question"] for r in dev}.isdisjoint(r["question"] for r in train)
 
 
 def test_train_config_validates_with_the_plugin(tmp_path: Path) -> None:

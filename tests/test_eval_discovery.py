@@ -154,3 +154,20 @@ def test_fresh_venv_finds_the_tasks(wheel: Path, tmp_path: Path, version: str) -
 
     proc = _run([str(bin_dir / "sealong"), "eval", "--task-dir"])
     assert proc.stdout.strip() == str(site / "lm_eval/tasks/longbench_sealong")
+
+    # the console script, run from outside the checkout, finds the recipes
+    # shipped in the wheel (a namespace-package lookup once broke only here)
+    proc = _run([str(bin_dir / "sealong"), "recipes", "list"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "smollm2_135m_orpo_cpu" in proc.stdout and "llama31_8b_orpo" in proc.stdout
+    dest = tmp_path / "copied"
+    proc = _run(
+        [str(bin_dir / "sealong"), "recipes", "copy", "smollm2_135m_orpo_cpu",
+         str(dest)],
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        "axolotl_sealong.SeaLongPlugin"
+        in (dest / "smollm2_135m_orpo_cpu.yml").read_text()
+    )

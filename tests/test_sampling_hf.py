@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from axolotl_sealong.sampling import SampleRequest, SamplingParams, make_sampler
-from axolotl_sealong.sampling_hf import HFSampler, supports_shared_prefix
+from axolotl_sealong.sampling_hf import HFSampler, sample_next, supports_shared_prefix
 
 
 def _requests(count: int = 3) -> list[SampleRequest]:
@@ -112,6 +112,36 @@ def test_ignore_eos_and_top_p(engines):
     nucleus = _run(engine, _requests(), _params(n=2, top_p=1e-6))
     greedy = _run(engine, _requests(), _params(n=2, temperature=0))
     assert nucleus == greedy
+
+
+@pytest.mark.parametrize("num", [None, 4])
+def test_sample_next_draws_from_the_tempered_top_p_distribution(num):
+    import torch
+
+    # probabilities 0.5, 0, 0.3, 0.15, 0.05 at T=1; top_p 0.9 drops the last
+    probs = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.05])
+    logits = probs.clamp_min(1e-30).log()[None].repeat(1 if num else 4, 1)
+    gen = torch.Generator().manual_seed(0)
+    params = _params(temperature=1.0, top_p=0.9)
+    draws = torch.cat([sample_next(logits, params, gen, num=num) for _ in range(5000)])
+    freq = torch.bincount(draws, minlength=5).double() / len(draws)
+    assert freq[1] == 0 and freq[4] == 0  # zero mass, and cut by top_p
+    kept = torch.tensor([0.5, 0.0, 0.3, 0.15, 0.0]) / 0.95
+    assert torch.allclose(freq, kept.double(), atol=0.01), freq
+    # T=0.5 sharpens: p^2 renormalised
+    sharp_params = _params(temperature=0.5, top_p=1.0)
+    sharp = torch.cat(
+        [sample_next(logits, sharp_params, gen, num=num) for _ in range(5000)]
+    )
+    freq = torch.bincount(sharp, minlength=5).double() / len(sharp)
+    squared = probs.double() ** 2
+    assert torch.allclose(freq, squared / squared.sum(), atol=0.01), freq
+    # the same seed gives the same draws
+    again = [
+        sample_next(logits, params, torch.Generator().manual_seed(3), num=num)
+        for _ in range(2)
+    ]
+    assert torch.equal(again[0], again[1])
 
 
 def test_prompt_over_max_model_len_is_refused(tiny_llama_dir):
