@@ -83,7 +83,7 @@ def bench_mbr(
     }
 
 
-BENCH_ENGINES = ("hf", "hf-expand", "hf-generate", "vllm", "openai")
+BENCH_ENGINES = ("hf", "hf-bf16kv", "hf-expand", "hf-generate", "vllm", "openai")
 
 
 def _prompt_of(tokenizer: Any, tokens: int, seed: int) -> str:
@@ -114,8 +114,13 @@ def _open_bench_engine(
     from axolotl_sealong.sampling import make_sampler
 
     if engine.startswith("hf"):
-        method = {"hf": "shared_prefix", "hf-expand": "expand"}.get(engine, "generate")
-        return make_sampler("hf", model, max_model_len=max_model_len, method=method)
+        method = {"hf-expand": "expand", "hf-generate": "generate"}.get(
+            engine, "shared_prefix"
+        )
+        kv = "bfloat16" if engine == "hf-bf16kv" else "auto"
+        return make_sampler(
+            "hf", model, max_model_len=max_model_len, method=method, kv_cache_dtype=kv
+        )
     if engine == "vllm":
         return make_sampler(
             "vllm", model, max_model_len=max_model_len, enforce_eager=True

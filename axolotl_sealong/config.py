@@ -97,6 +97,13 @@ class LabelConfig(BaseModel):
         description="hf engine: questions decoded together (fills a GPU; on a "
         "2-core CPU 4 was 1.8x faster than 1 at ~400-token prompts).",
     )
+    hf_kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="hf engine, shared_prefix: dtype of the stored prompt KV cache "
+        "(auto: the model's). bfloat16 under a float32 model on a CPU halves the "
+        "cache and its reads, at bf16 precision in the prompt attention (as vLLM's "
+        "kv_cache_dtype); the generated tokens' cache keeps the model's dtype.",
+    )
     vllm_tensor_parallel_size: int | None = Field(
         default=None,
         description="vllm engine: GPUs one model is split over (default: all "

@@ -170,7 +170,11 @@ def sampler_from_config(cfg: Any) -> Sampler:
     engine = resolve_engine(cfg.sampler)
     options: dict[str, Any] = {}
     if engine == "hf":
-        options = {"method": cfg.hf_method, "batch_questions": cfg.hf_batch_questions}
+        options = {
+            "method": cfg.hf_method,
+            "batch_questions": cfg.hf_batch_questions,
+            "kv_cache_dtype": cfg.hf_kv_cache_dtype,
+        }
     elif engine == "vllm":
         options = {
             "tensor_parallel_size": cfg.vllm_tensor_parallel_size,

@@ -38,6 +38,7 @@ LOG = logging.getLogger(__name__)
 
 ATTN_NAME = "sealong_shared_prefix"
 HF_METHODS = ("shared_prefix", "expand", "generate")
+KV_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -109,13 +110,14 @@ def shared_prefix_attention(
         qg = q[start : start + n]  # (n, kv, g, d)
         # all n*g queries of a kv head against the prompt keys, read once
         qs = qg.permute(1, 0, 2, 3).reshape(kv_heads, n * group, dim)
-        shared = torch.matmul(qs, pk) * scale  # (kv, n*g, P)
+        # the prompt cache may be stored in another dtype than the model's
+        shared = torch.matmul(qs.to(pk.dtype), pk).float() * scale  # (kv, n*g, P)
         shared = shared.reshape(kv_heads, n, group, -1).permute(1, 0, 2, 3)
         scores = torch.cat([shared, own[start : start + n]], dim=-1).float()
         probs = torch.softmax(scores, dim=-1).to(value.dtype)
         plen = pk.shape[2]
         ps = probs[..., :plen].permute(1, 0, 2, 3).reshape(kv_heads, n * group, plen)
-        out_shared = torch.matmul(ps, pv)  # (kv, n*g, d)
+        out_shared = torch.matmul(ps.to(pv.dtype), pv).to(value.dtype)  # (kv, n*g, d)
         out_shared = out_shared.reshape(kv_heads, n, group, dim).permute(1, 0, 2, 3)
         out_own = torch.matmul(probs[..., plen:], value[start : start + n])
         outs.append(out_shared + out_own)
@@ -232,6 +234,7 @@ class HFSampler:
         max_model_len: int | None = None,
         method: str = "shared_prefix",
         batch_questions: int = 1,
+        kv_cache_dtype: str = "auto",
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -240,6 +243,10 @@ class HFSampler:
             raise ValueError(f"unknown hf method {method!r}: use {HF_METHODS}")
         if batch_questions < 1:
             raise ValueError("batch_questions must be >= 1")
+        if kv_cache_dtype not in KV_DTYPES:
+            raise ValueError(
+                f"unknown hf kv_cache_dtype {kv_cache_dtype!r}: use {KV_DTYPES}"
+            )
         path = resolve_model(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
@@ -260,6 +267,17 @@ class HFSampler:
                     "shared-prefix attention cannot serve %s: using expand", why
                 )
                 method = "expand"
+        if kv_cache_dtype != "auto" and method != "shared_prefix":
+            LOG.warning(
+                "hf kv_cache_dtype %s applies to method shared_prefix only: the "
+                "%s method keeps the model's dtype",
+                kv_cache_dtype,
+                method,
+            )
+            kv_cache_dtype = "auto"
+        self.kv_dtype = (
+            None if kv_cache_dtype == "auto" else getattr(torch, kv_cache_dtype)
+        )
         self.method = method
         self.batch_questions = batch_questions if method != "generate" else 1
         attn = ATTN_NAME if method == "shared_prefix" else "sdpa"
@@ -285,11 +303,13 @@ class HFSampler:
         # seconds of the last batch's prefill and decode (for the benchmark)
         self.last_timing: dict[str, float] = {}
         LOG.info(
-            "hf sampler: %s on %s, method %s, %d question(s) per batch",
+            "hf sampler: %s on %s, method %s, %d question(s) per batch, prompt KV "
+            "cache %s",
             path,
             self.device,
             self.method,
             self.batch_questions,
+            kv_cache_dtype if self.kv_dtype else "in the model's dtype",
         )
 
     # -- public ---------------------------------------------------------------
@@ -391,8 +411,12 @@ class HFSampler:
             prompt_cache, (first, gen, plen) = self._prefill(req, params)
             # keys stored transposed and contiguous: the step's one matmul
             # against them then streams memory in order
+            dt = self.kv_dtype or prompt_cache.layers[0].keys.dtype
             layers = [
-                (layer.keys[0].transpose(-1, -2).contiguous(), layer.values[0])
+                (
+                    layer.keys[0].transpose(-1, -2).to(dt).contiguous(),
+                    layer.values[0].to(dt),
+                )
                 for layer in prompt_cache.layers
             ]
             if self.method == "expand":

@@ -35,6 +35,7 @@ from axolotl_sealong.sampling import make_sampler, resolve_engine, sampler_from_
         ({"vllm_tensor_parallel_size": 0}, "must be >= 1"),
         ({"hf_batch_questions": 0}, "must be >= 1"),
         ({"hf_method": "beam"}, "shared_prefix"),
+        ({"hf_kv_cache_dtype": "int8"}, "bfloat16"),
     ],
 )
 def test_bad_engine_settings_fail_in_the_config(settings, match):
@@ -91,6 +92,10 @@ def test_config_reaches_the_hf_engine(tiny_llama_dir):
     cfg = LabelConfig(model=str(tiny_llama_dir), hf_method="expand")
     engine = sampler_from_config(cfg)
     assert engine.name == "hf" and engine.method == "expand"  # type: ignore[attr-defined]
+    engine.close()
+    cfg = LabelConfig(model=str(tiny_llama_dir), hf_kv_cache_dtype="bfloat16")
+    engine = sampler_from_config(cfg)
+    assert str(engine.kv_dtype) == "torch.bfloat16"  # type: ignore[attr-defined]
     engine.close()
 
 

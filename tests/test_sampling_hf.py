@@ -144,6 +144,50 @@ def test_sample_next_draws_from_the_tempered_top_p_distribution(num):
     assert torch.equal(again[0], again[1])
 
 
+def test_bf16_prompt_cache_is_stored_in_bf16_and_stays_close(tiny_llama_dir, engines):
+    """kv_cache_dtype=bfloat16: half the prompt cache, bf16-close attention."""
+    import torch
+
+    engine = HFSampler(str(tiny_llama_dir), kv_cache_dtype="bfloat16")
+    params = _params(n=3, max_new_tokens=6)
+    with torch.inference_mode():
+        groups, _, _ = engine._start(_requests(1), params)
+    keys, values = groups[0].prefix[0]
+    assert keys.dtype == values.dtype == torch.bfloat16
+    assert engine.model.dtype == torch.float32
+    # seeded and deterministic like the float32 cache
+    first = _run(engine, _requests(), params)
+    assert first == _run(engine, _requests(), params)
+    assert all(len(v) == 3 for v in first.values())
+    # the attention itself: bf16 prompt keys/values against float32 ones
+    from axolotl_sealong.sampling_hf import (
+        _Group,
+        _PrefixContext,
+        shared_prefix_attention,
+    )
+
+    class Layer:
+        layer_idx = 0
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(4, 6, 1, 16, generator=gen) for _ in range(3))
+    k, v = k[:, :2].repeat(1, 1, 5, 1), v[:, :2].repeat(1, 1, 5, 1)  # 2 kv heads, t=5
+    pk, pv = (
+        torch.randn(2, 16, 300, generator=gen),
+        torch.randn(2, 300, 16, generator=gen),
+    )
+    out = {}
+    for dt in (torch.float32, torch.bfloat16):
+        grp = _Group(_requests(1)[0], 300, [(pk.to(dt), pv.to(dt))], None, [])
+        ctx = _PrefixContext([grp], [4])
+        out[dt] = shared_prefix_attention(Layer, q, k, v, None, sealong_prefix=ctx)[0]
+    assert out[torch.bfloat16].dtype == torch.float32
+    err = (out[torch.bfloat16] - out[torch.float32]).abs().max()
+    assert 0 < err < 0.02 * out[torch.float32].abs().max()
+    with pytest.raises(ValueError, match="kv_cache_dtype"):
+        HFSampler(str(tiny_llama_dir), kv_cache_dtype="int8")
+
+
 def test_prompt_over_max_model_len_is_refused(tiny_llama_dir):
     engine = HFSampler(str(tiny_llama_dir), max_model_len=64)
     with pytest.raises(ValueError, match="exceed max_model_len 64"):
