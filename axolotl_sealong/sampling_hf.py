@@ -111,7 +111,7 @@ def shared_prefix_attention(
         # all n*g queries of a kv head against the prompt keys, read once
         qs = qg.permute(1, 0, 2, 3).reshape(kv_heads, n * group, dim)
         # the prompt cache may be stored in another dtype than the model's
-        shared = torch.matmul(qs.to(pk.dtype), pk).float() * scale  # (kv, n*g, P)
+        shared = torch.matmul(qs.to(pk.dtype), pk).to(q.dtype) * scale  # (kv, n*g, P)
         shared = shared.reshape(kv_heads, n, group, -1).permute(1, 0, 2, 3)
         scores = torch.cat([shared, own[start : start + n]], dim=-1).float()
         probs = torch.softmax(scores, dim=-1).to(value.dtype)
