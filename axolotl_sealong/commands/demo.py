@@ -55,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
     report = run_demo(
         args.out, settings, rounds=args.rounds, fresh=args.fresh, command=command
     )
+    split = "held-out" if settings.eval_split == "eval" else "dev-split"
     print(
-        f"held-out SubEM {report['before']:.1f} -> {report['after']:.1f} "
+        f"{split} SubEM {report['before']:.1f} -> {report['after']:.1f} "
         f"(gain {report['gain']:+.1f}, 95% CI {report['gain_ci95'][0]:+.1f} to "
         f"{report['gain_ci95'][1]:+.1f}, n={report['n_eval']}); "
         f"report: {args.out / 'report.md'}"
