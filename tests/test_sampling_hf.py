@@ -144,7 +144,7 @@ def test_sample_next_draws_from_the_tempered_top_p_distribution(num):
     assert torch.equal(again[0], again[1])
 
 
-def test_bf16_prompt_cache_is_stored_in_bf16_and_stays_close(tiny_llama_dir, engines):
+def test_bf16_prompt_cache_is_stored_in_bf16_and_stays_close(tiny_llama_dir):
     """kv_cache_dtype=bfloat16: half the prompt cache, bf16-close attention."""
     import torch
 
