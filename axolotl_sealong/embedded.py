@@ -59,6 +59,22 @@ def minilm_dir() -> Path:
     return path
 
 
+def gguf_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
+    """Size plus a hash of the file's first and last MiB.
+
+    Content, not path or mtime: every venv or clone installs the same wheel with a
+    new mtime, and keying on it made each install convert (517 MB) again.
+    Hashing two ends instead of all of it keeps the lookup at a few ms.
+    """
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        digest.update(f.read(chunk))
+        f.seek(max(size - chunk, 0))
+        digest.update(f.read(chunk))
+    return digest.hexdigest()[:12]
+
+
 def smollm2_dir(cache_dir: Path | None = None) -> Path:
     """The HF folder converted from the shipped GGUF, built on first use.
 
@@ -67,10 +83,8 @@ def smollm2_dir(cache_dir: Path | None = None) -> Path:
     temporary folder and renames it, so a killed run never leaves half a model.
     """
     gguf = smollm2_gguf_path()
-    stat = gguf.stat()
-    tag = hashlib.sha256(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
     root = cache_dir or cache_root() / "models"
-    target = root / f"SmolLM2-135M-Instruct-{tag[:12]}"
+    target = root / f"SmolLM2-135M-Instruct-{gguf_fingerprint(gguf)}"
     if (target / "config.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)

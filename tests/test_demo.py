@@ -127,6 +127,30 @@ def test_stages_resume_and_refuse_other_settings(tmp_path: Path) -> None:
     assert fresh.state["stages"] == {}
 
 
+def test_converted_model_is_keyed_by_content_not_install(tmp_path: Path) -> None:
+    """A second venv or clone reuses the conversion; another GGUF does not.
+
+    The key used to include the file's mtime, so every install converted the model
+    again into a new 517 MB folder (40 of them filled the disk CI runs on).
+    """
+    import shutil
+
+    from axolotl_sealong.embedded import gguf_fingerprint, smollm2_gguf_path
+
+    shipped = smollm2_gguf_path()
+    copy = tmp_path / "other_venv" / shipped.name
+    copy.parent.mkdir()
+    shutil.copyfile(shipped, copy)  # a new path and a new mtime
+    os.utime(copy, ns=(1, 1))
+    assert gguf_fingerprint(copy) == gguf_fingerprint(shipped)
+    with copy.open("r+b") as f:  # one byte changed near the end: a new model
+        f.seek(-10, os.SEEK_END)
+        byte = f.read(1)
+        f.seek(-10, os.SEEK_END)
+        f.write(bytes([byte[0] ^ 1]))
+    assert gguf_fingerprint(copy) != gguf_fingerprint(shipped)
+
+
 def test_held_out_questions_come_from_their_own_split_and_seed(tmp_path: Path) -> None:
     from axolotl_sealong.embedded import smollm2_dir
     from axolotl_sealong.pipeline import read_rows
