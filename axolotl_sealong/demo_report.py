@@ -171,6 +171,15 @@ def _fmt_ci(ci: Sequence[float]) -> str:
     return f"[{ci[0]:+.1f}, {ci[1]:+.1f}]"
 
 
+def _dtypes(report: Mapping[str, Any]) -> str:
+    d = report.get("dtype")  # reports before 2026-11-24 ran everything in float32
+    if not d:
+        return ", float32"
+    return (
+        f", sampled in {d['sampling']}, evaluated and trained in {d['eval_and_train']}"
+    )
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """``report.md``: the same numbers as ``report.json``, for people."""
     s = report["settings"]
@@ -179,7 +188,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"Made by `{report['command']}` on {report['machine']}, {report['finished']}.",
         "",
-        f"Model: {report['model']}. Training data: {s['num_train']} synthetic "
+        f"Model: {report['model']}{_dtypes(report)}. "
+        f"Training data: {s['num_train']} synthetic "
         f"questions ({s['min_tokens']}-{s['max_tokens']} tokens, hops {s['hops']}, "
         f"{s['distractors']} decoy chain(s)); evaluation: {report['n_eval']} "
         + (

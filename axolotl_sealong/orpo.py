@@ -38,13 +38,51 @@ def response_nll(
     )
 
 
+def keep_from(labels: Any, ignore_index: int = -100) -> int:
+    """How many trailing positions' logits the response scores need.
+
+    Rows are prompt + response, padded on the right; the logit at position
+    ``p`` predicts token ``p + 1``, so the earliest response token of the batch,
+    at ``first``, needs logits from ``first - 1`` on.
+    """
+    mask = labels != ignore_index
+    width = int(labels.shape[1])
+    if not bool(mask.any()):
+        return width
+    firsts = mask.int().argmax(dim=1)[mask.any(dim=1)]
+    return width - max(int(firsts.min()) - 1, 0)
+
+
+def _takes_logits_to_keep(model: Any) -> bool:
+    import inspect
+
+    base = getattr(model, "module", model)  # DDP / accelerate wrappers
+    if hasattr(base, "get_base_model"):  # PEFT
+        base = base.get_base_model()
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def use_response_nll(trainer: Any) -> None:
-    """Make ``trainer`` (a TRL ORPOTrainer) use the response-only NLL."""
+    """Make ``trainer`` (a TRL ORPOTrainer) use the response-only NLL.
+
+    Both ORPO terms then need only the response positions' logits, so the
+    forward asks the model for those alone (``logits_to_keep``) where it can:
+    TRL computes (batch, length, vocab) logits and three softmax passes over
+    them, which for a 16K-token prompt and a 128K vocabulary is 8 GB per
+    sequence in float32. Models whose forward lacks ``logits_to_keep`` get
+    TRL's forward with the NLL recomputed.
+    """
     if getattr(trainer, "is_encoder_decoder", False):
         return  # TRL already uses the labels there
     original = type(trainer).concatenated_forward
 
     def concatenated_forward(self: Any, model: Any, batch: dict[str, Any]) -> Any:
+        ignore = getattr(self, "label_pad_token_id", -100)  # TRL pads labels with -100
+        if _takes_logits_to_keep(model):
+            return _response_forward(self, model, batch, ignore)
         out = list(original(self, model, batch))
         labels = self.concatenated_inputs(
             batch,
@@ -53,8 +91,43 @@ def use_response_nll(trainer: Any) -> None:
             device=self.accelerator.device,
         )["concatenated_labels"]
         len_chosen = batch["chosen_labels"].shape[0]
-        ignore = getattr(self, "label_pad_token_id", -100)  # TRL pads labels with -100
         out[4] = response_nll(out[2], labels[:len_chosen], ignore)
         return tuple(out)
 
     trainer.concatenated_forward = types.MethodType(concatenated_forward, trainer)
+
+
+def _response_forward(
+    trainer: Any, model: Any, batch: dict[str, Any], ignore: int
+) -> tuple[Any, ...]:
+    """TRL's ``concatenated_forward`` on the response positions' logits only."""
+    cat = trainer.concatenated_inputs(
+        batch,
+        is_encoder_decoder=False,
+        padding_value=trainer.padding_value,
+        device=trainer.accelerator.device,
+    )
+    labels = cat["concatenated_labels"]
+    keep = keep_from(labels, ignore)
+    kwargs = {"output_router_logits": True} if trainer.aux_loss_enabled else {}
+    outputs = model(
+        cat["concatenated_input_ids"],
+        attention_mask=cat["concatenated_attention_mask"],
+        use_cache=False,
+        logits_to_keep=keep,
+        **kwargs,
+    )
+    logits = outputs.logits  # (batch, keep, vocab): positions T-keep .. T-1
+    kept = labels[:, labels.shape[1] - keep :]
+    logps = trainer.get_batch_logps(
+        logits, kept, average_log_prob=True, is_encoder_decoder=False
+    )
+    n = batch["chosen_labels"].shape[0]
+    out = (
+        logps[:n],
+        logps[n:],
+        logits[:n, :-1, :],
+        logits[n:, :-1, :],
+        response_nll(logits[:n, :-1, :], kept[:n], ignore),
+    )
+    return (*out, outputs.aux_loss) if trainer.aux_loss_enabled else out

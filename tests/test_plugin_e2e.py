@@ -135,6 +135,22 @@ def test_preprocess_then_train_leaves_an_adapter(tiny_llama_dir, tmp_path, mode)
     assert diag["counts"]["cache_hits"] == 4 and diag["counts"]["sampled"] == 0
 
 
+@pytest.mark.slow
+def test_bf16_trains_on_a_cpu(tiny_llama_dir, tmp_path):
+    """transformers refuses bf16 without a GPU unless use_cpu is set; the plugin sets
+    it, so ``bf16: true`` (1.2-1.5x faster on CPUs with native bf16) just works."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU trains bf16 without use_cpu")
+    recipe = _recipe(tmp_path, tiny_llama_dir, "orpo", bf16=True)
+    train = _axolotl("train", str(recipe), "--launcher", "python", cwd=tmp_path)
+    log = train.stdout + train.stderr
+    assert train.returncode == 0, log[-5000:]
+    assert "bf16 on a CPU: passing use_cpu=True" in log
+    assert (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
 def _load_cfg(path: Path):
     """Axolotl's own config loading (plugins registered, schema merged), in-process."""
     from axolotl.cli.config import load_cfg
