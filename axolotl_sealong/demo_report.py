@@ -155,7 +155,8 @@ def plot_before_after(
     colors = ["tab:grey"] + ["tab:blue"] * (len(evals) - 1)
     ax.bar(labels, values, yerr=errs, capsize=6, color=colors)
     for i, v in enumerate(values):
-        ax.text(i, v + 0.5, f"{v:.1f}", ha="center", va="bottom", fontsize=9)
+        # inside the bar: above it the label would sit on the error bar
+        ax.text(i, v / 2, f"{v:.1f}", ha="center", va="center", color="white")
     ax.set_ylabel("SubEM (0-100)")
     ax.set_title(f"{title}, n = {evals[0]['n']}")
     fig.tight_layout()
