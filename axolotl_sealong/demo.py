@@ -256,10 +256,11 @@ def lm_eval_cmd(model: Path, out: Path, data: Path, s: DemoSettings) -> list[str
 def resolve_dtype(name: str) -> str:
     """``auto``: bfloat16 only where the hardware computes it natively.
 
-    On a CPU with AVX512-BF16 or AMX, bf16 matrix products ran 2.2x faster than
-    float32 here, lm-eval's generation 1.4x and an ORPO + LoRA step 1.5x; without
-    them bf16 is emulated and slower than float32. Sampling keeps its own setting
-    (``sealong_dtype``): one-token decoding was not faster in bf16.
+    On this AVX512-BF16 CPU, bf16 matrix products ran 2.2x faster than float32,
+    the demo's lm-eval stage 1.1x and an axolotl ORPO + LoRA step 1.2x (29.6 ->
+    25.0 s); without native support bf16 is emulated and slower than float32.
+    Sampling keeps the recipe's ``sealong_dtype`` (float32): the pre-registered
+    run's labels were made with it, though bf16 sampled faster here too.
     """
     if name != "auto":
         return name

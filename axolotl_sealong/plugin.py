@@ -68,7 +68,7 @@ class SeaLongPlugin(BasePlugin):
     def get_training_args(self, cfg: Any) -> dict[str, Any] | None:
         # transformers refuses bf16 without a GPU unless use_cpu is set, and
         # Axolotl never sets it; on a CPU with native bf16 (AVX512-BF16, AMX) an
-        # ORPO + LoRA step ran 1.5x faster than float32.
+        # ORPO + LoRA step ran 1.2x faster than float32 (29.6 -> 25.0 s).
         import torch
 
         if cfg.get("bf16") is True and not torch.cuda.is_available():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_sealong.orpo import use_response_nll
+from axolotl_sealong.orpo import keep_from, use_response_nll
 
 
 @pytest.fixture
@@ -120,12 +120,6 @@ def test_keep_from_covers_the_earliest_response_token() -> None:
         ]
     )
     # the logit at position 2 predicts token 3: keep positions 2..5
-    assert orpo_keep(labels) == 4
-    assert orpo_keep(torch.full((2, 6), ignore)) == 6
-    assert orpo_keep(torch.tensor([[1, 2, ignore]])) == 3
-
-
-def orpo_keep(labels):  # type: ignore[no-untyped-def]
-    from axolotl_sealong.orpo import keep_from
-
-    return keep_from(labels)
+    assert keep_from(labels) == 4
+    assert keep_from(torch.full((2, 6), ignore)) == 6
+    assert keep_from(torch.tensor([[1, 2, ignore]])) == 3
