@@ -83,7 +83,15 @@ def bench_mbr(
     }
 
 
-BENCH_ENGINES = ("hf", "hf-bf16kv", "hf-expand", "hf-generate", "vllm", "openai")
+BENCH_ENGINES = (
+    "hf",
+    "hf-bf16kv",
+    "hf-torch-linear",
+    "hf-expand",
+    "hf-generate",
+    "vllm",
+    "openai",
+)
 
 
 def _prompt_of(tokenizer: Any, tokens: int, seed: int) -> str:
@@ -119,7 +127,12 @@ def _open_bench_engine(
         )
         kv = "bfloat16" if engine == "hf-bf16kv" else "auto"
         return make_sampler(
-            "hf", model, max_model_len=max_model_len, method=method, kv_cache_dtype=kv
+            "hf",
+            model,
+            max_model_len=max_model_len,
+            method=method,
+            kv_cache_dtype=kv,
+            packed_linear=False if engine == "hf-torch-linear" else None,
         )
     if engine == "vllm":
         return make_sampler(

@@ -174,6 +174,7 @@ def sampler_from_config(cfg: Any) -> Sampler:
             "method": cfg.hf_method,
             "batch_questions": cfg.hf_batch_questions,
             "kv_cache_dtype": cfg.hf_kv_cache_dtype,
+            "packed_linear": cfg.hf_packed_linear,
         }
     elif engine == "vllm":
         options = {

@@ -163,6 +163,64 @@ def supports_shared_prefix(config: Any) -> tuple[bool, str]:
     return True, ""
 
 
+def _packed_forward(packed: Any, bias: Any, x: Any) -> Any:
+    import torch
+
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def pack_linear_weights(model: Any) -> int:
+    """Run the model's CPU linears through oneDNN with weights packed once.
+
+    torch's plain CPU linear re-lays out the weight on every call; decoding N
+    samples calls each linear with N rows, where that layout work costs about
+    as much as the product. With the layout done once, a 2K-prompt decode step
+    of the embedded model went 70 -> 56 ms for one sample and 118 -> 79 ms for
+    eight (float32, 2 cores, 2026-11-24). The packed copy is extra memory (the
+    model's size again); float32 and, where oneDNN supports it, bfloat16.
+    Returns how many layers were packed (0 when oneDNN is missing).
+    """
+    import functools
+
+    import torch
+
+    mkldnn = torch.ops.mkldnn
+    if not (
+        torch.backends.mkldnn.is_available()
+        and hasattr(mkldnn, "_reorder_linear_weight")
+        and hasattr(mkldnn, "_linear_pointwise")
+    ):
+        return 0
+    dtypes = {torch.float32}
+    if mkldnn._is_mkldnn_bf16_supported():
+        dtypes.add(torch.bfloat16)
+    count = 0
+    for module in model.modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        weight = module.weight
+        if weight.device.type != "cpu" or weight.dtype not in dtypes:
+            continue
+        # the layout oneDNN picks for an 8-row batch (N samples) also serves
+        # the prompt's thousands of rows at the same speed
+        packed = mkldnn._reorder_linear_weight(weight.detach(), 8)
+        bias = None if module.bias is None else module.bias.detach()
+        forward = functools.partial(_packed_forward, packed, bias)
+        module.forward = forward  # type: ignore[method-assign]
+        count += 1
+    return count
+
+
+def _pack_or_warn(model: Any) -> int:
+    count = pack_linear_weights(model)
+    if not count:
+        LOG.warning(
+            "hf packed_linear: oneDNN cannot pack this model's linears here "
+            "(not a CPU, or a dtype other than float32/bfloat16); using torch's"
+        )
+    return count
+
+
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     ids: set[int] = set()
     for source in (getattr(model, "generation_config", None), model.config):
@@ -219,6 +277,8 @@ class HFSampler:
     ``generate`` (plain ``generate(num_return_sequences=N)``, the reference).
     ``batch_questions`` questions are decoded together (their N samples share
     each weight read); on a CPU 1 is as fast, on a GPU more fills the device.
+    ``packed_linear`` (default: on for a CPU) runs the linears through oneDNN
+    with pre-packed weights (``pack_linear_weights``).
     """
 
     name = "hf"
@@ -235,6 +295,7 @@ class HFSampler:
         method: str = "shared_prefix",
         batch_questions: int = 1,
         kv_cache_dtype: str = "auto",
+        packed_linear: bool | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -297,6 +358,8 @@ class HFSampler:
             self.model = PeftModel.from_pretrained(self.model, adapter)
             self.model = self.model.merge_and_unload()
         self.model.eval()
+        on = self.device == "cpu" if packed_linear is None else packed_linear
+        self.packed_layers = _pack_or_warn(self.model) if on else 0
         limit = getattr(self.model.config, "max_position_embeddings", None)
         self.max_model_len = int(max_model_len or limit or 4096)
         self.eos = _eos_ids(self.model, self.tokenizer)
@@ -304,12 +367,13 @@ class HFSampler:
         self.last_timing: dict[str, float] = {}
         LOG.info(
             "hf sampler: %s on %s, method %s, %d question(s) per batch, prompt KV "
-            "cache %s",
+            "cache %s, %d linear layer(s) packed for oneDNN",
             path,
             self.device,
             self.method,
             self.batch_questions,
             kv_cache_dtype if self.kv_dtype else "in the model's dtype",
+            self.packed_layers,
         )
 
     # -- public ---------------------------------------------------------------

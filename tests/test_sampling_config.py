@@ -96,6 +96,11 @@ def test_config_reaches_the_hf_engine(tiny_llama_dir):
     cfg = LabelConfig(model=str(tiny_llama_dir), hf_kv_cache_dtype="bfloat16")
     engine = sampler_from_config(cfg)
     assert str(engine.kv_dtype) == "torch.bfloat16"  # type: ignore[attr-defined]
+    assert engine.packed_layers > 0  # type: ignore[attr-defined]  # CPU default
+    engine.close()
+    cfg = LabelConfig(model=str(tiny_llama_dir), hf_packed_linear=False)
+    engine = sampler_from_config(cfg)
+    assert engine.packed_layers == 0  # type: ignore[attr-defined]
     engine.close()
 
 

@@ -188,6 +188,39 @@ def test_bf16_prompt_cache_is_stored_in_bf16_and_stays_close(tiny_llama_dir):
         HFSampler(str(tiny_llama_dir), kv_cache_dtype="int8")
 
 
+def test_packed_linears_compute_the_same_logits(tiny_llama_dir):
+    """oneDNN with packed weights: every linear swapped, logits unchanged."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from axolotl_sealong.sampling_hf import pack_linear_weights
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+
+    plain, packed = load(), load()
+    linears = [m for m in packed.modules() if isinstance(m, torch.nn.Linear)]
+    assert pack_linear_weights(packed) == len(linears) > 0
+    ids = torch.randint(0, plain.config.vocab_size, (3, 40))
+    with torch.inference_mode():
+        # 40 rows a call (a prompt) and 3 rows a call (decoding 3 samples)
+        for x in (ids[:1], ids[:, -1:]):
+            want, got = plain(input_ids=x).logits, packed(input_ids=x).logits
+            assert not torch.equal(want, torch.zeros_like(want))
+            assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+    # a bf16 model is packed too where oneDNN has bf16 (this CPU: AVX512-BF16)
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert pack_linear_weights(load().to(torch.bfloat16)) == len(linears)
+    # an engine told not to pack keeps torch's linear
+    engine = HFSampler(str(tiny_llama_dir), packed_linear=False)
+    assert engine.packed_layers == 0
+    assert all(
+        "forward" not in vars(m)
+        for m in engine.model.modules()
+        if isinstance(m, torch.nn.Linear)
+    )
+
+
 def test_prompt_over_max_model_len_is_refused(tiny_llama_dir):
     engine = HFSampler(str(tiny_llama_dir), max_model_len=64)
     with pytest.raises(ValueError, match="exceed max_model_len 64"):

@@ -89,8 +89,9 @@ def register(sub: Any) -> None:
     sampling.add_argument(
         "--engines",
         help="comma-separated: hf, hf-bf16kv (hf with the prompt cache in "
-        "bfloat16), hf-expand, hf-generate, vllm, openai (default: hf, and vllm "
-        "/ openai when available)",
+        "bfloat16), hf-torch-linear (hf without oneDNN-packed linears), "
+        "hf-expand, hf-generate, vllm, openai (default: hf, and vllm / openai "
+        "when available)",
     )
     sampling.add_argument("--prompt-tokens", default="2048,6144")
     sampling.add_argument("--max-new-tokens", type=int, default=128)
