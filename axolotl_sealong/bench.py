@@ -83,15 +83,17 @@ def bench_mbr(
     }
 
 
-BENCH_ENGINES = (
-    "hf",
-    "hf-bf16kv",
-    "hf-torch-linear",
-    "hf-expand",
-    "hf-generate",
-    "vllm",
-    "openai",
-)
+# hf variants: the hf engine's settings each one pins (hf: the defaults)
+HF_VARIANTS: dict[str, dict[str, Any]] = {
+    "hf": {},
+    "hf-bf16kv": {"kv_cache_dtype": "bfloat16"},
+    "hf-fp32kv": {"kv_cache_dtype": "float32"},
+    # the engine as it was before packed linears and the bf16 prompt cache
+    "hf-torch-linear": {"kv_cache_dtype": "float32", "packed_linear": False},
+    "hf-expand": {"method": "expand"},
+    "hf-generate": {"method": "generate"},
+}
+BENCH_ENGINES = (*HF_VARIANTS, "vllm", "openai")
 
 
 def _prompt_of(tokenizer: Any, tokens: int, seed: int) -> str:
@@ -121,18 +123,9 @@ def _open_bench_engine(
 ) -> Any:
     from axolotl_sealong.sampling import make_sampler
 
-    if engine.startswith("hf"):
-        method = {"hf-expand": "expand", "hf-generate": "generate"}.get(
-            engine, "shared_prefix"
-        )
-        kv = "bfloat16" if engine == "hf-bf16kv" else "auto"
+    if engine in HF_VARIANTS:
         return make_sampler(
-            "hf",
-            model,
-            max_model_len=max_model_len,
-            method=method,
-            kv_cache_dtype=kv,
-            packed_linear=False if engine == "hf-torch-linear" else None,
+            "hf", model, max_model_len=max_model_len, **HF_VARIANTS[engine]
         )
     if engine == "vllm":
         return make_sampler(
@@ -240,3 +233,73 @@ def bench_sampling(
             results.append(row)
         sampler.close()
     return results
+
+
+def bench_decode(
+    engine: str = "hf",
+    prompt_tokens: int = 2048,
+    steps: int = 48,
+    n: int = 8,
+    model: str = "embedded:smollm2-135m-instruct",
+    repeats: int = 3,
+    profile_ops: int = 0,
+) -> dict[str, Any]:
+    """Milliseconds per decode step of an hf engine at N=1 and N=n, one prompt.
+
+    The prefill is left out: this is where N=1 and N=n differ. With
+    ``profile_ops`` it also returns the ``torch.profiler`` self time per step
+    of the top operators (the last repeat's steps), to say what the extra
+    samples cost.
+    """
+    import torch
+
+    from axolotl_sealong.sampling import SampleRequest, SamplingParams
+
+    if engine not in HF_VARIANTS or "method" in HF_VARIANTS[engine]:
+        raise ValueError(f"bench decode times shared-prefix hf engines, not {engine}")
+    sampler = _open_bench_engine(engine, model, prompt_tokens + steps + 64, None)
+    message = _prompt_of(sampler.tokenizer, prompt_tokens, 7)
+    step_ms: dict[int, list[float]] = {1: [], n: []}
+    ops: dict[int, dict[str, float]] = {}
+    with torch.inference_mode():
+        for rep in range(repeats):
+            for count in (1, n):
+                params = SamplingParams(count, 0.7, 1.0, steps + 1, 0, ignore_eos=True)
+                groups, cache, tokens = sampler._start(
+                    [SampleRequest("b", message, rep)], params
+                )
+                profiling = profile_ops and rep == repeats - 1
+                prof = torch.profiler.profile() if profiling else None
+                start = time.perf_counter()
+                if prof is not None:
+                    prof.start()
+                for step in range(steps):
+                    tokens = sampler._step(groups, cache, tokens, step, params)
+                if prof is not None:
+                    prof.stop()
+                    ops[count] = {
+                        e.key: e.self_cpu_time_total / 1000 / steps
+                        for e in prof.key_averages()
+                    }
+                step_ms[count].append((time.perf_counter() - start) * 1000 / steps)
+    sampler.close()
+    m1, mn = float(np.median(step_ms[1])), float(np.median(step_ms[n]))
+    row: dict[str, Any] = {
+        "engine": engine,
+        "prompt_tokens": prompt_tokens,
+        "n": n,
+        "steps": steps,
+        "repeats": repeats,
+        "ms_per_step_n1": round(m1, 1),
+        "ms_per_step_n8": round(mn, 1),
+        "step_ratio": round(mn / m1, 2),
+        "runs_ms_n1": [round(v, 1) for v in step_ms[1]],
+        "runs_ms_n8": [round(v, 1) for v in step_ms[n]],
+        "load_avg": round(os.getloadavg()[0], 2),
+    }
+    if ops:
+        top = sorted(ops[n], key=lambda k: -ops[n][k])[:profile_ops]
+        row["ops_ms_per_step"] = {
+            k: [round(ops[1].get(k, 0.0), 2), round(ops[n][k], 2)] for k in top
+        }
+    return row

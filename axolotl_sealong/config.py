@@ -100,10 +100,12 @@ class LabelConfig(BaseModel):
     )
     hf_kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",
-        description="hf engine, shared_prefix: dtype of the stored prompt KV cache "
-        "(auto: the model's). bfloat16 under a float32 model on a CPU halves the "
-        "cache and its reads, at bf16 precision in the prompt attention (as vLLM's "
-        "kv_cache_dtype); the generated tokens' cache keeps the model's dtype.",
+        description="hf engine, shared_prefix: dtype of the stored prompt KV cache. "
+        "auto: bfloat16 under a float32 model on a CPU with native bf16 "
+        "(AVX512-BF16 or AMX), where it made N=8 decoding from a 2K prompt 1.1x "
+        "faster; else the model's dtype. bfloat16 halves the cache and its reads, "
+        "at bf16 precision in the prompt attention (as vLLM's kv_cache_dtype); "
+        "the generated tokens' cache keeps the model's dtype. float32: exact.",
     )
     hf_packed_linear: bool | None = Field(
         default=None,

@@ -268,12 +268,9 @@ def resolve_dtype(name: str) -> str:
 
     if torch.cuda.is_available():
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    cpu = torch.cpu
-    native = any(
-        getattr(cpu, check, lambda: False)()
-        for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    )
-    return "bfloat16" if native else "float32"
+    from axolotl_sealong.sampling import cpu_has_native_bf16
+
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
 # --------------------------------------------------------------------------- #

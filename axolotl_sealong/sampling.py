@@ -91,6 +91,19 @@ def torch_dtype(name: str, device: str) -> Any:
         ) from None
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX).
+
+    Without it torch emulates bf16, slower than float32.
+    """
+    import torch
+
+    return any(
+        getattr(torch.cpu, check, lambda: False)()
+        for check in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+
+
 ENGINES = ("auto", "hf", "vllm", "openai")
 
 

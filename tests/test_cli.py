@@ -133,6 +133,23 @@ def test_bench_mbr_json_scoring_is_cheap_next_to_embedding(capsys):
     assert result["score_s"] < 0.05 * result["embed_s"]
 
 
+def test_bench_decode_times_and_profiles_steps(tiny_llama_dir, capsys):
+    args = ["bench", "decode", "--json", "--model", str(tiny_llama_dir)]
+    args += ["--prompt-tokens", "96", "--steps", "4", "--n", "3", "--repeats", "2"]
+    assert main([*args, "--profile-ops", "4"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["engine"] == "hf" and row["n"] == 3 and row["steps"] == 4
+    assert len(row["runs_ms_n1"]) == len(row["runs_ms_n8"]) == 2
+    assert row["ms_per_step_n1"] > 0 and row["ms_per_step_n8"] > 0
+    ratio = row["ms_per_step_n8"] / row["ms_per_step_n1"]
+    assert row["step_ratio"] == pytest.approx(ratio, abs=0.02)
+    ops = row["ops_ms_per_step"]
+    assert len(ops) == 4 and all(len(v) == 2 and v[1] > 0 for v in ops.values())
+    bad = ["bench", "decode", "--engine", "hf-expand", "--model", str(tiny_llama_dir)]
+    assert main(bad) == 2
+    assert "shared-prefix hf engines, not hf-expand" in capsys.readouterr().err
+
+
 SCRIPT = Path(sys.executable).parent / "sealong"
 
 

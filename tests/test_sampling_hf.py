@@ -23,11 +23,17 @@ def _params(**kw) -> SamplingParams:
     return SamplingParams(**base)
 
 
+# Exactness against generate/expand needs the prompt cache in the model's
+# float32: "auto" stores it in bf16 on CPUs with native bf16 (like this one).
+EXACT = {"kv_cache_dtype": "float32"}
+
+
 @pytest.fixture(scope="module")
 def engines(tiny_llama_dir):
     return {
-        m: HFSampler(str(tiny_llama_dir), method=m)
-        for m in ("generate", "expand", "shared_prefix")
+        "generate": HFSampler(str(tiny_llama_dir), method="generate"),
+        "expand": HFSampler(str(tiny_llama_dir), method="expand"),
+        "shared_prefix": HFSampler(str(tiny_llama_dir), **EXACT),
     }
 
 
@@ -89,7 +95,7 @@ def test_finished_samples_leave_the_batch_without_changing_the_others(engines):
 
 def test_batching_questions_does_not_change_their_samples(tiny_llama_dir, engines):
     single = _run(engines["shared_prefix"], _requests(4), _params())
-    batched = HFSampler(str(tiny_llama_dir), batch_questions=3)
+    batched = HFSampler(str(tiny_llama_dir), batch_questions=3, **EXACT)
     assert _run(batched, _requests(4), _params()) == single
 
 
@@ -186,6 +192,30 @@ def test_bf16_prompt_cache_is_stored_in_bf16_and_stays_close(tiny_llama_dir):
     assert 0 < err < 0.02 * out[torch.float32].abs().max()
     with pytest.raises(ValueError, match="kv_cache_dtype"):
         HFSampler(str(tiny_llama_dir), kv_cache_dtype="int8")
+
+
+def test_auto_prompt_cache_is_bf16_only_under_fp32_on_a_native_bf16_cpu(
+    monkeypatch,
+):
+    import torch
+
+    from axolotl_sealong import sampling_hf
+    from axolotl_sealong.sampling import cpu_has_native_bf16
+
+    pick = sampling_hf._prompt_kv_dtype
+    fp32, bf16 = torch.float32, torch.bfloat16
+    native = cpu_has_native_bf16()
+    assert pick("auto", "shared_prefix", fp32, "cpu") == (bf16 if native else None)
+    monkeypatch.setattr(sampling_hf, "cpu_has_native_bf16", lambda: True)
+    assert pick("auto", "shared_prefix", fp32, "cpu") == bf16
+    assert pick("auto", "shared_prefix", bf16, "cpu") is None  # already bf16
+    assert pick("auto", "shared_prefix", fp32, "cuda") is None
+    assert pick("auto", "expand", fp32, "cpu") is None  # one cache per sample
+    assert pick("float32", "shared_prefix", fp32, "cpu") is None  # the model's
+    assert pick("float16", "shared_prefix", fp32, "cuda") == torch.float16
+    monkeypatch.setattr(sampling_hf, "cpu_has_native_bf16", lambda: False)
+    assert pick("auto", "shared_prefix", fp32, "cpu") is None  # emulated: slower
+    assert pick("bfloat16", "shared_prefix", fp32, "cpu") == bf16  # asked for
 
 
 def test_packed_linears_compute_the_same_logits(tiny_llama_dir):

@@ -58,6 +58,26 @@ def run_sampling(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_decode(args: argparse.Namespace) -> int:
+    from axolotl_sealong.bench import bench_decode
+
+    row = bench_decode(
+        args.engine,
+        args.prompt_tokens,
+        args.steps,
+        args.n,
+        args.model,
+        args.repeats,
+        args.profile_ops,
+    )
+    if args.json:
+        print(json.dumps(row))
+    else:
+        for key, value in row.items():
+            print(f"{key:>16}: {value}")
+    return 0
+
+
 def register(sub: Any) -> None:
     parser = sub.add_parser("bench", help="benchmarks quoted in README")
     benches = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
@@ -88,10 +108,11 @@ def register(sub: Any) -> None:
     )
     sampling.add_argument(
         "--engines",
-        help="comma-separated: hf, hf-bf16kv (hf with the prompt cache in "
-        "bfloat16), hf-torch-linear (hf without oneDNN-packed linears), "
-        "hf-expand, hf-generate, vllm, openai (default: hf, and vllm / openai "
-        "when available)",
+        help="comma-separated: hf (its defaults), hf-bf16kv / hf-fp32kv (the "
+        "prompt cache in bfloat16 / float32), hf-torch-linear (float32 cache, "
+        "linears not packed: the engine before 2026-11-24), hf-expand, "
+        "hf-generate, vllm, openai (default: hf, and vllm / openai when "
+        "available)",
     )
     sampling.add_argument("--prompt-tokens", default="2048,6144")
     sampling.add_argument("--max-new-tokens", type=int, default=128)
@@ -106,3 +127,24 @@ def register(sub: Any) -> None:
     )
     sampling.add_argument("--json", action="store_true", help="one JSON list")
     sampling.set_defaults(func=run_sampling)
+    decode = benches.add_parser(
+        "decode",
+        help="ms per decode step at N=1 vs N=8 (hf engines), optionally profiled",
+        description="Prefill one prompt, then time --steps decode steps of an hf "
+        "shared-prefix engine at N=1 and N=8 (--repeats pairs, medians). With "
+        "--profile-ops K, also torch.profiler self time per step of the K "
+        "costliest operators at N=8, next to their N=1 time.",
+    )
+    decode.add_argument(
+        "--engine",
+        default="hf",
+        help="hf, hf-bf16kv, hf-fp32kv or hf-torch-linear",
+    )
+    decode.add_argument("--prompt-tokens", type=int, default=2048)
+    decode.add_argument("--steps", type=int, default=48)
+    decode.add_argument("--n", type=int, default=8, help="N (default 8)")
+    decode.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    decode.add_argument("--repeats", type=int, default=3)
+    decode.add_argument("--profile-ops", type=int, default=0, metavar="K")
+    decode.add_argument("--json", action="store_true", help="one JSON object")
+    decode.set_defaults(func=run_decode)
