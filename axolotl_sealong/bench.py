@@ -248,7 +248,7 @@ def bench_decode(
 
     The prefill is left out: this is where N=1 and N=n differ. With
     ``profile_ops`` it also returns the ``torch.profiler`` self time per step
-    of the top operators (the last repeat's steps), to say what the extra
+    of the top operators (from one more, untimed pass), to say what the extra
     samples cost.
     """
     import torch
@@ -262,13 +262,15 @@ def bench_decode(
     step_ms: dict[int, list[float]] = {1: [], n: []}
     ops: dict[int, dict[str, float]] = {}
     with torch.inference_mode():
-        for rep in range(repeats):
+        # the profiled pass comes after the timed ones: the profiler slows the
+        # steps it records (about 10x here), so it never enters the timings
+        for rep in range(repeats + (1 if profile_ops else 0)):
+            profiling = rep == repeats
             for count in (1, n):
                 params = SamplingParams(count, 0.7, 1.0, steps + 1, 0, ignore_eos=True)
                 groups, cache, tokens = sampler._start(
                     [SampleRequest("b", message, rep)], params
                 )
-                profiling = profile_ops and rep == repeats - 1
                 prof = torch.profiler.profile() if profiling else None
                 start = time.perf_counter()
                 if prof is not None:
@@ -281,7 +283,8 @@ def bench_decode(
                         e.key: e.self_cpu_time_total / 1000 / steps
                         for e in prof.key_averages()
                     }
-                step_ms[count].append((time.perf_counter() - start) * 1000 / steps)
+                else:
+                    step_ms[count].append((time.perf_counter() - start) * 1000 / steps)
     sampler.close()
     m1, mn = float(np.median(step_ms[1])), float(np.median(step_ms[n]))
     row: dict[str, Any] = {
