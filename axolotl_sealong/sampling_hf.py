@@ -181,8 +181,9 @@ def pack_linear_weights(model: Any) -> int:
     torch's plain CPU linear re-lays out the weight on every call; decoding N
     samples calls each linear with N rows, where that layout work costs about
     as much as the product. With the layout done once, a 2K-prompt decode step
-    of the embedded model went 70 -> 56 ms for one sample and 118 -> 79 ms for
-    eight (float32, 2 cores, 2026-11-24). The packed copy is extra memory (the
+    of the embedded model went 69 -> 49 ms for one sample and 103 -> 72 ms for
+    eight (float32, 2 cores, 2026-11-24, ``sealong bench decode``, engines
+    hf-torch-linear vs hf-fp32kv). The packed copy is extra memory (the
     model's size again); float32 and, where oneDNN supports it, bfloat16.
     Returns how many layers were packed (0 when oneDNN is missing).
     """
@@ -223,9 +224,9 @@ def _prompt_kv_dtype(kv: str, method: str, model_dtype: Any, device: str) -> Any
     ``auto`` is bfloat16 under a float32 model on a CPU that computes bf16
     natively (AVX512-BF16 or AMX): there the N samples' prompt attention runs
     about twice as fast. With packed linears, 2K prompt, 128 new tokens, this
-    2-core CPU (2026-11-24, ``sealong bench sampling``): N=8 13.0 s vs 14.4 s
-    with a float32 cache, N=1 11.0 vs 10.4 s. Attention outputs stay within
-    2 % of float32 (tested).
+    2-core CPU (2026-11-24, ``sealong bench sampling``, two runs): N=8 12.6 and
+    13.0 s vs 16.3 and 14.4 s with a float32 cache; N=1 about the same (10.4 to
+    11.3 s). Attention outputs stay within 2 % of float32 (tested).
     """
     import torch
 
