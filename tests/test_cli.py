@@ -133,6 +133,31 @@ def test_bench_mbr_json_scoring_is_cheap_next_to_embedding(capsys):
     assert result["score_s"] < 0.05 * result["embed_s"]
 
 
+def test_bench_sampling_json_rows_per_engine_and_length(tiny_llama_dir, capsys):
+    args = ["bench", "sampling", "--json", "--model", str(tiny_llama_dir)]
+    args += ["--engines", "hf,hf-fp32kv", "--prompt-tokens", "64,128"]
+    args += ["--max-new-tokens", "6", "--n", "3", "--repeats", "3"]
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(r["engine"], r["prompt_tokens"]) for r in rows] == [
+        ("hf", 64),
+        ("hf", 128),
+        ("hf-fp32kv", 64),
+        ("hf-fp32kv", 128),
+    ]
+    for row in rows:
+        assert {"n1_s", "n8_s", "ratio", "tokens_per_s_n1", "tokens_per_s_n8"} <= set(
+            row
+        )
+        assert row["n"] == 3 and row["repeats"] == 3 and len(row["ratios"]) == 3
+        # the ratio is the median of the pairs' ratios, not of the medians
+        assert row["ratio"] == sorted(row["ratios"])[1]
+        assert row["n1_s"] > 0 and row["n8_s"] > 0
+        assert row["prefill_s_n1"] > 0 and row["decode_s_n8"] > 0
+    assert main(["bench", "sampling", "--engines", "hf-nope"]) == 2
+    assert "unknown engine(s) ['hf-nope']" in capsys.readouterr().err
+
+
 def test_bench_decode_times_and_profiles_steps(tiny_llama_dir, capsys):
     args = ["bench", "decode", "--json", "--model", str(tiny_llama_dir)]
     args += ["--prompt-tokens", "96", "--steps", "4", "--n", "3", "--repeats", "2"]
