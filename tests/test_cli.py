@@ -153,7 +153,8 @@ def test_bench_sampling_json_rows_per_engine_and_length(tiny_llama_dir, capsys):
         # the ratio is the median of the pairs' ratios, not of the medians
         assert row["ratio"] == sorted(row["ratios"])[1]
         assert row["n1_s"] > 0 and row["n8_s"] > 0
-        assert row["prefill_s_n1"] > 0 and row["decode_s_n8"] > 0
+        # split in phases (seconds to 2 decimals: the tiny model's prefill can be 0.0)
+        assert row["prefill_s_n1"] >= 0 and row["decode_s_n8"] >= 0
     assert main(["bench", "sampling", "--engines", "hf-nope"]) == 2
     assert "unknown engine(s) ['hf-nope']" in capsys.readouterr().err
 
@@ -166,8 +167,10 @@ def test_bench_decode_times_and_profiles_steps(tiny_llama_dir, capsys):
     assert row["engine"] == "hf" and row["n"] == 3 and row["steps"] == 4
     assert len(row["runs_ms_n1"]) == len(row["runs_ms_n8"]) == 2
     assert row["ms_per_step_n1"] > 0 and row["ms_per_step_n8"] > 0
-    ratio = row["ms_per_step_n8"] / row["ms_per_step_n1"]
-    assert row["step_ratio"] == pytest.approx(ratio, abs=0.02)
+    # the ratio of the unrounded medians, within what rounding to 0.1 ms allows
+    m1, m8 = row["ms_per_step_n1"], row["ms_per_step_n8"]
+    assert (m8 - 0.05) / (m1 + 0.05) - 0.01 <= row["step_ratio"]
+    assert row["step_ratio"] <= (m8 + 0.05) / max(m1 - 0.05, 1e-9) + 0.01
     ops = row["ops_ms_per_step"]
     assert len(ops) == 4 and all(len(v) == 2 and v[1] > 0 for v in ops.values())
     bad = ["bench", "decode", "--engine", "hf-expand", "--model", str(tiny_llama_dir)]
