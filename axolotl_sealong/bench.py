@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -273,18 +274,17 @@ def bench_decode(
                 )
                 prof = torch.profiler.profile() if profiling else None
                 start = time.perf_counter()
+                with prof if prof is not None else nullcontext():
+                    for step in range(steps):
+                        tokens = sampler._step(groups, cache, tokens, step, params)
+                elapsed_ms = (time.perf_counter() - start) * 1000
                 if prof is not None:
-                    prof.start()
-                for step in range(steps):
-                    tokens = sampler._step(groups, cache, tokens, step, params)
-                if prof is not None:
-                    prof.stop()
                     ops[count] = {
                         e.key: e.self_cpu_time_total / 1000 / steps
                         for e in prof.key_averages()
                     }
                 else:
-                    step_ms[count].append((time.perf_counter() - start) * 1000 / steps)
+                    step_ms[count].append(elapsed_ms / steps)
     sampler.close()
     m1, mn = float(np.median(step_ms[1])), float(np.median(step_ms[n]))
     row: dict[str, Any] = {

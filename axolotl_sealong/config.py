@@ -102,8 +102,8 @@ class LabelConfig(BaseModel):
         default="auto",
         description="hf engine, shared_prefix: dtype of the stored prompt KV cache. "
         "auto: bfloat16 under a float32 model on a CPU with native bf16 "
-        "(AVX512-BF16 or AMX), where it made N=8 decoding from a 2K prompt 1.1x "
-        "faster; else the model's dtype. bfloat16 halves the cache and its reads, "
+        "(AVX512-BF16 or AMX), where it made N=8 from a 2K prompt 1.1-1.3x faster "
+        "(two runs of sealong bench sampling, 2026-11-24); else the model's dtype. bfloat16 halves the cache and its reads, "
         "at bf16 precision in the prompt attention (as vLLM's kv_cache_dtype); "
         "the generated tokens' cache keeps the model's dtype. float32: exact.",
     )
@@ -111,7 +111,8 @@ class LabelConfig(BaseModel):
         default=None,
         description="hf engine: run the linear layers through oneDNN with their "
         "weights packed once (unset: on for a CPU). Decoding 8 samples from a "
-        "2K prompt was 1.5x faster per step on a 2-core CPU; costs a second copy "
+        "2K prompt was 1.4x faster per step on a 2-core CPU (sealong bench "
+        "decode, 2026-11-24); costs a second copy "
         "of the weights in RAM. false: torch's plain linear.",
     )
     vllm_tensor_parallel_size: int | None = Field(

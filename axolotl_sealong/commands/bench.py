@@ -7,16 +7,21 @@ import json
 from typing import Any
 
 
+def _print_row(row: dict[str, Any], as_json: bool, width: int) -> int:
+    """One result: a JSON object, or ``key: value`` lines."""
+    if as_json:
+        print(json.dumps(row))
+    else:
+        for key, value in row.items():
+            print(f"{key:>{width}}: {value}")
+    return 0
+
+
 def run_mbr(args: argparse.Namespace) -> int:
     from axolotl_sealong.bench import bench_mbr
 
     result = bench_mbr(args.questions, args.samples, args.words, args.embedder)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:>22}: {value}")
-    return 0
+    return _print_row(result, args.json, 22)
 
 
 def run_sampling(args: argparse.Namespace) -> int:
@@ -70,12 +75,7 @@ def run_decode(args: argparse.Namespace) -> int:
         args.repeats,
         args.profile_ops,
     )
-    if args.json:
-        print(json.dumps(row))
-    else:
-        for key, value in row.items():
-            print(f"{key:>16}: {value}")
-    return 0
+    return _print_row(row, args.json, 16)
 
 
 def register(sub: Any) -> None:
