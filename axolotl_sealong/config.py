@@ -103,7 +103,8 @@ class LabelConfig(BaseModel):
         description="hf engine, shared_prefix: dtype of the stored prompt KV cache. "
         "auto: bfloat16 under a float32 model on a CPU with native bf16 "
         "(AVX512-BF16 or AMX), where it made N=8 from a 2K prompt 1.1-1.3x faster "
-        "(two runs of sealong bench sampling, 2026-11-24); else the model's dtype. bfloat16 halves the cache and its reads, "
+        "(two runs of sealong bench sampling, 2026-11-24); else the model's "
+        "dtype. bfloat16 halves the cache and its reads, "
         "at bf16 precision in the prompt attention (as vLLM's kv_cache_dtype); "
         "the generated tokens' cache keeps the model's dtype. float32: exact.",
     )
