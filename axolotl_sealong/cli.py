@@ -49,9 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     # Import-time notices of optional CUDA kernels that cannot apply on CPU.
     for noisy in ("torchao", "bitsandbytes"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # one line per HTTP request to a sampling server: noise at INFO
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from axolotl_sealong.sampling_server import ServerFailed
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ServerFailed) as err:
         # Bad input: one clear line, no traceback (use -v to see it).
         if args.verbose:
             raise

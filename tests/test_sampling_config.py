@@ -267,7 +267,7 @@ def test_ordered_merge_puts_every_row_back_with_its_question(tmp_path):
 def test_an_empty_shard_writes_empty_files_without_a_model(tmp_path, monkeypatch):
     from axolotl_sealong import pipeline
 
-    def no_model(cfg):
+    def no_model(cfg, *args):
         raise AssertionError("the sampling model was loaded for an empty shard")
 
     monkeypatch.setattr(pipeline, "_open_sampler", no_model)
