@@ -115,6 +115,9 @@ class VLLMSampler:
             enable_prefix_caching,
             enforce_eager,
         )
+        # A torch.distributed group that exists now is the caller's (Axolotl's,
+        # under a multi-GPU launch): close() must leave it alone.
+        self._caller_group = _dist_initialized()
         with _launcher_env_hidden():
             self.llm: Any = LLM(**{k: v for k, v in kwargs.items() if v is not None})
         self.lora: Any = None
@@ -185,7 +188,8 @@ class VLLMSampler:
                 engine.abort_request(list(live))
 
     def close(self) -> None:
-        """Shut the engine down and give every byte of GPU memory back."""
+        """Shut the engine down and free its GPU memory (best effort in process:
+        the ``vllm_server`` engine gives every byte back by exiting)."""
         llm = getattr(self, "llm", None)
         if llm is None:
             return
@@ -196,9 +200,7 @@ class VLLMSampler:
             core.shutdown()
         del engine, core, llm
         try:
-            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
-            cleanup_dist_env_and_memory()
+            _release_vllm_groups(keep_default=self._caller_group)
         except Exception as err:  # best effort: never fail a run at cleanup
             LOG.warning("vllm cleanup: %s", err)
         gc.collect()
@@ -207,6 +209,31 @@ class VLLMSampler:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
             torch.cuda.synchronize()
+
+
+def _dist_initialized() -> bool:
+    import torch.distributed as dist
+
+    return bool(dist.is_available() and dist.is_initialized())
+
+
+def _release_vllm_groups(keep_default: bool) -> None:
+    """vLLM's process groups go; the default group goes only if vLLM made it.
+
+    vLLM's ``cleanup_dist_env_and_memory`` also destroys the default
+    ``torch.distributed`` group, which under a multi-GPU launch is the
+    trainer's: its ranks would then fail at their first collective.
+    """
+    from vllm.distributed import parallel_state as ps
+
+    if not keep_default:
+        ps.cleanup_dist_env_and_memory()
+        return
+    ps.destroy_model_parallel()
+    world = getattr(ps, "_WORLD", None)
+    if world is not None:  # vLLM's own world group (sub-groups of the default)
+        world.destroy()
+        ps._WORLD = None
 
 
 @contextlib.contextmanager

@@ -163,3 +163,38 @@ def test_close_stops_the_engine_processes(engine):
     assert not engine_processes()
     assert engine.llm is None
     engine.close()  # twice is harmless
+
+
+def test_close_leaves_the_callers_process_group_alone(model_dir):
+    """Under a multi-GPU launch Axolotl's torch.distributed group exists before
+    the engine starts; vLLM's own cleanup destroyed it (runs after the module's
+    engine is closed, so only one engine holds RAM)."""
+    import socket
+
+    import torch
+    import torch.distributed as dist
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1
+    )
+    try:
+        sampler = make_sampler(
+            "vllm",
+            model_dir,
+            max_model_len=MAX_MODEL_LEN,
+            enforce_eager=True,
+            gpu_memory_utilization=RAM_FRACTION,
+        )
+        out = dict(sampler.sample(_requests(1), _params()))
+        sampler.close()
+        assert all(len(t) == 3 for t in out.values())
+        assert dist.is_initialized()
+        value = torch.ones(2)
+        dist.all_reduce(value)  # the group still works
+        assert value.tolist() == [1.0, 1.0]
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
