@@ -219,6 +219,18 @@ def label_shards(
     label_on_ranks("hf", out, run, merge=merge, info=info)
 
 
+def _release_cuda_cache() -> None:
+    """Hand what labeling cached on the GPU (hf engine, embedder) back to the
+    trainer; a CUDA context that labeling never made is not made here."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def load_self_labeled(cfg: Any) -> Any:
     """Label (or reuse), fit to sequence_len, then build Axolotl's dataset meta.
 
@@ -262,6 +274,7 @@ def load_self_labeled(cfg: Any) -> Any:
         # Rank 0 writes diagnostics.json last, only once every shard is in:
         # if a rank sees it, the merged rows are complete.
         label_shards(label_cfg, rows, [q.key for q in questions], out, info)
+        _release_cuda_cache()
         sharded_here = True
     else:
         sharded_here = False
@@ -279,6 +292,7 @@ def load_self_labeled(cfg: Any) -> Any:
                 "sealong: self-labeling %d question(s) into %s", len(questions), out
             )
             label(label_cfg, rows, out)
+            _release_cuda_cache()
         diag = json.loads((out / DIAGNOSTICS_FILE).read_text())
         LOG.info("sealong: counts %s", diag["counts"])
         LOG.info("sealong:\n%s", format_table(diag["subem"]))

@@ -89,3 +89,14 @@ def test_readme_lists_every_setting():
         "\n<!-- settings-table:end -->"
     )[0]
     assert block == settings_markdown(), "run: python -m axolotl_sealong.args"
+
+
+def test_gpu_recipes_sample_with_the_managed_vllm_server():
+    """vLLM runs as a server the plugin starts and stops (issue 13), not in the
+    trainer's process, so any vLLM can serve beside axolotl 0.19."""
+    gpu = [p for p in RECIPES if "cpu" not in p.name]
+    assert len(gpu) == 4
+    for recipe in gpu:
+        raw = yaml.safe_load(recipe.read_text())
+        assert raw["sealong_sampler"] == "vllm_server", recipe.name
+        assert "scripts/setup_vllm.sh" in recipe.read_text()
