@@ -148,3 +148,24 @@ def register(sub: Any) -> None:
     decode.add_argument("--profile-ops", type=int, default=0, metavar="K")
     decode.add_argument("--json", action="store_true", help="one JSON object")
     decode.set_defaults(func=run_decode)
+    gpu = benches.add_parser(
+        "gpu",
+        help="the hf engine on CUDA at Llama-3.1-8B's shape (random weights): "
+        "checks, N=32 vs N=1 from 16K tokens, peak memory, one JSON",
+        description="Builds a random-weight model with Llama-3.1-8B's shape in "
+        "bf16 on the GPU, checks the shared-prefix engine (greedy N=1 equals "
+        "generate, seeded samples repeat), times N=32 vs N=1 from a 16K-token "
+        "prompt against expand and generate with peak memory, and writes one "
+        "JSON. Needs torch and transformers only (scripts/gpu_check.sh runs it "
+        "on a bare CUDA machine). --dry-run: a tiny config on the CPU.",
+    )
+    from axolotl_sealong.bench_gpu import build_parser
+
+    build_parser(gpu)
+    gpu.set_defaults(func=run_gpu)
+
+
+def run_gpu(args: argparse.Namespace) -> int:
+    from axolotl_sealong.bench_gpu import main
+
+    return main(args)
