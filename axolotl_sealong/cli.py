@@ -29,6 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
             "per question, score them by Minimum Bayes Risk, and build SFT / "
             "preference rows for Axolotl."
         ),
+        epilog=(
+            "GPU: the recipes sample with sealong_sampler: vllm_server (a `vllm "
+            "serve` the run starts and stops). Get vLLM in one environment with "
+            'pip install "axolotl-sealong[vllm]" (vllm 0.20.0-0.23.0 beside axolotl '
+            "0.19), or any vLLM in a second one with SEALONG_VLLM_SPEC=vllm==X bash "
+            "scripts/setup_vllm.sh (found as .venv-vllm, $SEALONG_VLLM_PYTHON or "
+            "sealong_vllm_server_python). Then: axolotl train RECIPE.yml, or "
+            "sealong label --config RECIPE.yml --out DIR. GPU check: bash "
+            "scripts/gpu_check.sh (sealong bench gpu)."
+        ),
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log at DEBUG level"

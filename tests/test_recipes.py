@@ -100,3 +100,30 @@ def test_gpu_recipes_sample_with_the_managed_vllm_server():
         raw = yaml.safe_load(recipe.read_text())
         assert raw["sealong_sampler"] == "vllm_server", recipe.name
         assert "scripts/setup_vllm.sh" in recipe.read_text()
+
+
+def test_readme_help_and_recipes_agree_on_the_gpu_install():
+    """One vLLM range (pyproject's [vllm] extra), one way to each environment."""
+    import re
+    import tomllib
+
+    from axolotl_sealong.cli import build_parser
+
+    root = RECIPES[0].parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())
+    (spec,) = extras["project"]["optional-dependencies"]["vllm"]
+    low, high = re.fullmatch(r"vllm>=([\d.]+),<([\d.]+)", spec).groups()
+    # the last release under the bound, as docs/compat/vllm_range.txt found it
+    ok = re.findall(
+        r"^vllm ([\d.]+): ok", (root / "docs/compat/vllm_range.txt").read_text(), re.M
+    )
+    assert ok[0] == low and ok[-1].split(".")[:2] < high.split(".")[:2]
+    words = f"{low}-{ok[-1]}"
+    readme = (root / "README.md").read_text()
+    helptext = build_parser().epilog or ""  # `sealong --help` ends with it
+    gpu = [p for p in RECIPES if "cpu" not in p.name]
+    for text in [readme, helptext, *(p.read_text() for p in gpu)]:
+        assert words in text
+        assert 'pip install "axolotl-sealong[vllm]"' in text
+        assert "scripts/setup_vllm.sh" in text and "SEALONG_VLLM_SPEC" in text
+    assert "vllm_server" in helptext and "scripts/gpu_check.sh" in readme
