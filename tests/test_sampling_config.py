@@ -126,6 +126,7 @@ def test_rank_info_and_roles():
     assert sampling_role("hf", info) == "shard"
     assert sampling_role("vllm", info) == "leader"
     assert sampling_role("openai", info) == "leader"
+    assert sampling_role("vllm_server", info) == "leader"  # the lock holder serves
     items = list(range(10))
     shards = [shard(items, RankInfo(r, 3, r)) for r in range(3)]
     assert sorted(sum(shards, [])) == items and shards[1] == [1, 4, 7]

@@ -188,6 +188,43 @@ def test_ctrl_c_during_labeling_leaves_no_server(tmp_path):
     _assert_gone(out)
 
 
+def test_an_adapter_is_served_as_a_lora_module(tmp_path):
+    """Round 2 samples with round 1's adapter: the same seeds give other samples
+    than the base model (a LoRA with random, non-zero B), from one server that
+    serves both names."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from axolotl_sealong.embedded import resolve_model
+    from axolotl_sealong.sampling import SampleRequest, SamplingParams
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(MODEL))
+    lora = LoraConfig(
+        r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    get_peft_model(base, lora).save_pretrained(tmp_path / "round1")
+    engine = ss.VLLMServerSampler(
+        MODEL, adapter=str(tmp_path / "round1"), python=str(VLLM_PYTHON),
+        max_model_len=1024, log_dir=tmp_path / "out", concurrency=1,
+    )  # fmt: skip
+    try:
+        assert engine.client.served_model == ss.ADAPTER_NAME
+        argv = _state(tmp_path / "out")["argv"]
+        assert argv[argv.index("--max-lora-rank") + 1] == "8"
+        reqs = [SampleRequest(f"k{i}", f"Name a river, {i}.", 10 + i) for i in range(3)]
+        params = SamplingParams(3, 0.7, 1.0, 16, 0)
+        with_adapter = dict(engine.sample(reqs, params))
+        assert dict(engine.sample(reqs, params)) == with_adapter  # seeded
+        engine.client.served_model = ss.SERVED_NAME  # the base, same server
+        without = dict(engine.sample(reqs, params))
+    finally:
+        engine.close()
+    assert with_adapter != without
+    _assert_gone(tmp_path / "out")
+
+
 def test_axolotl_preprocess_starts_the_server_and_train_reuses_the_rows(tmp_path):
     questions = tmp_path / "questions.jsonl"
     questions.write_text("".join(json.dumps(r) + "\n" for r in _rows(4)))
@@ -252,17 +289,34 @@ def test_axolotl_preprocess_starts_the_server_and_train_reuses_the_rows(tmp_path
         assert done.returncode == 0, log[-5000:]
         return log
 
-    pre = axolotl("preprocess", str(path))
-    assert "vLLM server: ready" in pre and "vLLM server: stopped" in pre
+    # two ranks of one launch enter the hook at once: the one that takes the
+    # labels lock starts the server, the other waits and reuses the rows
+    ranks = [
+        subprocess.Popen(
+            [str(AXOLOTL), "preprocess", str(path)],
+            cwd=tmp_path,
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": "2"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    logs = [p.communicate(timeout=900)[0] for p in ranks]
+    for p, log in zip(ranks, logs, strict=True):
+        assert p.returncode == 0, log[-5000:]
+    started = [log for log in logs if "vLLM server: ready" in log]
+    assert len(started) == 1 and "vLLM server: stopped" in started[0]
+    assert sum("sealong: reusing labeled rows" in log for log in logs) == 1
     labels = next((tmp_path / "prepared" / "sealong").glob("*/diagnostics.json")).parent
     diag = json.loads((labels / "diagnostics.json").read_text())
     assert diag["counts"]["sampled"] == 4 and diag["counts"]["pairs"] >= 1
-    assert (labels / ss.LOG_FILE).exists()
+    assert (labels / ss.LOG_FILE).read_text().count("sealong starts") == 1
     _assert_gone(labels)
-    started = _state(labels)["time"]
+    stamp = _state(labels)["time"]
 
     train = axolotl("train", str(path), "--launcher", "python")
     assert "sealong: reusing labeled rows" in train
     assert "vLLM server" not in train and "self-labeling" not in train
-    assert _state(labels)["time"] == started  # no second server
+    assert _state(labels)["time"] == stamp  # no second server
     assert (tmp_path / "trained" / "adapter_model.safetensors").exists()
