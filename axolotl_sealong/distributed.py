@@ -3,9 +3,10 @@
 Every rank of a multi-GPU launch runs the plugin, and each would sample every
 question. The policy, by engine:
 
-- ``vllm``: global rank 0 samples everything with tensor parallelism over the
-  GPUs of its node (``vllm_tensor_parallel_size`` defaults to all visible
-  GPUs); the other ranks wait for its done-marker, then read the results.
+- ``vllm`` and ``vllm_server``: one rank samples everything with tensor
+  parallelism over the GPUs of its node (``vllm_tensor_parallel_size``
+  defaults to all visible GPUs; ``vllm_server``: in the server that rank
+  starts and stops); the other ranks wait, then read the results.
   One model split over all GPUs beats N copies fighting for memory, and vLLM
   batches the questions itself.
 - ``openai``: rank 0 drives the servers (they do the work); the others wait.
@@ -18,8 +19,8 @@ question. The policy, by engine:
   process writes from the same samples.
 
 The plugin (``plugin.load_self_labeled``) uses ``label_on_ranks`` for ``hf``
-under a multi-rank launch; for ``vllm`` and ``openai`` its file lock already
-gives the ``leader`` policy (the first rank to take it labels, the others wait
+under a multi-rank launch; for ``vllm``, ``vllm_server`` and ``openai`` its
+file lock already gives the ``leader`` policy (the first rank to take it labels, the others wait
 for it and then read the rows).
 
 Ranks find each other through files in ``out_dir`` (no ``torch.distributed``
