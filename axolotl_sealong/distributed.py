@@ -20,8 +20,8 @@ question. The policy, by engine:
 
 The plugin (``plugin.load_self_labeled``) uses ``label_on_ranks`` for ``hf``
 under a multi-rank launch; for ``vllm``, ``vllm_server`` and ``openai`` its
-file lock already gives the ``leader`` policy (the first rank to take it labels, the others wait
-for it and then read the rows).
+file lock already gives the ``leader`` policy (the first rank to take it
+labels, the others wait for it and then read the rows).
 
 Ranks find each other through files in ``out_dir`` (no ``torch.distributed``
 needed), so ``out_dir`` must be on a filesystem all ranks see (on one node it
