@@ -82,11 +82,10 @@ class SampleStore:
         return done
 
     def _rewrite(self, done: dict[str, list[str]]) -> None:
-        tmp = self.samples_path.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            for key, samples in done.items():
-                fh.write(json.dumps({"key": key, "samples": samples}) + "\n")
-        os.replace(tmp, self.samples_path)
+        from axolotl_sealong.data.io import write_jsonl
+
+        rows = ({"key": key, "samples": samples} for key, samples in done.items())
+        write_jsonl(self.samples_path, rows)
 
     def open_for_append(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

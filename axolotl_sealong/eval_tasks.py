@@ -23,7 +23,6 @@ rule) when the model's tokenizer and context length are known; see
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,7 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from axolotl_sealong.metrics import extract_final_answer, sub_em
-from axolotl_sealong.prompts import build_user_prompt, instruction
+from axolotl_sealong.prompts import (
+    build_user_prompt,
+    fit_prompt,
+    instruction,
+    prompt_tokens,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -103,22 +107,12 @@ def found_by_default() -> bool:
 # --------------------------------------------------------------------------- #
 # Reading and checking rows
 # --------------------------------------------------------------------------- #
-def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """``(line number, row)`` pairs; bad JSON names the file and line."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
-            rows.append((lineno, row))
+def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(file:line, row)`` pairs from the package's one row reader; no rows is
+    an error."""
+    from axolotl_sealong.data.io import numbered_records
+
+    rows = list(numbered_records(path))
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
@@ -238,57 +232,41 @@ def _count(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def prompt_tokens(tokenizer: Any, prompt: str) -> int:
-    """Tokens of the prompt as one chat user turn (plain text without a template)."""
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}],
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-        return _count(tokenizer, text)
-    return _count(tokenizer, prompt)
-
-
 def fit_context(
     doc: dict[str, Any], tokenizer: Any, budget: int, mode: str, where: str
 ) -> dict[str, Any]:
     """Cut the middle of ``doc["context"]`` until the prompt fits ``budget`` tokens.
 
-    ``mode="error"`` refuses instead. The question and instruction at the end and
-    the chat header at the start are never cut (LongBench's official rule cuts
-    the middle of the prompt; lm-eval's ``hf`` model would cut the start).
+    ``mode="error"`` refuses instead. The rule is ``prompts.fit_prompt``, the
+    one self-labeling uses (``pipeline.fit_prompts``): the question and
+    instruction at the end and the chat header at the start are never cut
+    (LongBench's official rule cuts the middle of the prompt; lm-eval's ``hf``
+    model would cut the start).
     """
-    total = prompt_tokens(tokenizer, doc_to_text(doc))
-    if total <= budget:
+    strategy = doc.get("prompt_strategy") or STRATEGY
+    whole = fit_prompt(
+        tokenizer, doc["context"], doc["input"], strategy, budget, truncate=False
+    )
+    if whole is not None:
         return doc
     if mode == "error":
+        total = prompt_tokens(tokenizer, doc_to_text(doc))
         raise ValueError(
             f"{where}: the prompt is {total} tokens, over the budget of {budget} "
             "(max_length - max_gen_toks); pass --metadata "
             '\'{"truncation": "middle"}\' to cut the middle of the context'
         )
-    ids = tokenizer(doc["context"], add_special_tokens=False)["input_ids"]
-    keep = len(ids) - (total - budget)
-    context = doc["context"]
-    for _ in range(8):  # decoding and re-encoding can shift a few tokens
-        if keep <= 0:
-            raise ValueError(
-                f"{where}: the prompt does not fit in {budget} tokens even with an "
-                "empty context; raise max_length or lower max_gen_toks"
-            )
-        head = tokenizer.decode(ids[: keep // 2], skip_special_tokens=True)
-        tail = tokenizer.decode(
-            ids[len(ids) - (keep - keep // 2) :], skip_special_tokens=True
+    fitted = fit_prompt(tokenizer, doc["context"], doc["input"], strategy, budget)
+    if fitted is None:
+        raise ValueError(
+            f"{where}: the prompt does not fit in {budget} tokens, even with the "
+            "middle of its context cut; raise max_length or lower max_gen_toks"
         )
-        context = head + tail
-        total = prompt_tokens(tokenizer, doc_to_text({**doc, "context": context}))
-        if total <= budget:
-            break
-        keep -= total - budget
-    else:
-        raise ValueError(f"{where}: could not fit the prompt in {budget} tokens")
-    return {**doc, "context": context, "context_tokens_cut": len(ids) - keep}
+    return {
+        **doc,
+        "context": fitted.context,
+        "context_tokens_cut": fitted.context_tokens_cut,
+    }
 
 
 def prepare_docs(
@@ -394,8 +372,8 @@ def longbench_docs(subset: str, metadata: Mapping[str, Any]) -> list[dict[str, A
                 f"folder {folder} (one <subset>.jsonl per subset)"
             )
         return [
-            normalize_longbench_row(row, f"{path}:{lineno}", i)
-            for i, (lineno, row) in enumerate(read_jsonl(path))
+            normalize_longbench_row(row, where, i)
+            for i, (where, row) in enumerate(read_jsonl(path))
         ]
     import datasets
 
@@ -452,8 +430,8 @@ def load_synth(**metadata: Any) -> dict[str, Any]:
     """``custom_dataset`` of ``sealong_synth``."""
     path = synth_path(metadata)
     docs = [
-        normalize_synth_row(row, f"{path}:{lineno}", i)
-        for i, (lineno, row) in enumerate(read_jsonl(path))
+        normalize_synth_row(row, where, i)
+        for i, (where, row) in enumerate(read_jsonl(path))
     ]
     return _as_dataset(prepare_docs(docs, metadata, "sealong_synth"))
 

@@ -20,15 +20,15 @@ import numpy as np
 
 from axolotl_sealong.cache import SampleStore, path_fingerprint, stable_hash
 from axolotl_sealong.config import LabelConfig
+from axolotl_sealong.data.io import read_rows as read_rows, write_jsonl
 from axolotl_sealong.diagnostics import subem_diagnostics
 from axolotl_sealong.embedded import cache_root
 from axolotl_sealong.mbr import scores_from_similarity, select_pair, similarity_matrix
-from axolotl_sealong.prompts import build_user_prompt
+from axolotl_sealong.prompts import fit_prompt
 from axolotl_sealong.sampling import (
     Sampler,
     SampleRequest,
     SamplingParams,
-    chat_token_ids,
     model_max_positions,
     sampler_from_config,
 )
@@ -59,18 +59,6 @@ class LabelResult:
     diagnostics: dict[str, Any]
     cache_dir: Path
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows from a local .jsonl/.json/.gz/.parquet file (the data builders' reader)."""
-    from axolotl_sealong.data.io import iter_records
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    rows = list(iter_records(str(path)))
-    if not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"{path}: expected one JSON object per row")
-    return rows
 
 
 def _answers(value: Any) -> list[str] | None:
@@ -122,35 +110,26 @@ def questions_from_rows(
     return out
 
 
-def _truncate_middle(tokenizer: Any, text: str, drop: int) -> str:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    keep = max(len(ids) - drop, 0)
-    head, tail = ids[: keep // 2], ids[len(ids) - (keep - keep // 2) :]
-    return str(tokenizer.decode(head) + tokenizer.decode(tail))
-
-
 def fit_prompts(
     questions: list[Question], tokenizer: Any, budget: int, cfg: LabelConfig
 ) -> tuple[list[Question], list[Question]]:
-    """Build prompts; skip (default) or middle-truncate those over ``budget``."""
+    """Build prompts; skip (default) or middle-truncate those over ``budget``.
+
+    Truncation is ``prompts.fit_prompt``, the rule the eval tasks use too.
+    """
     kept: list[Question] = []
     skipped: list[Question] = []
+    truncate = cfg.overlong == "truncate_middle"
     for q in questions:
-        message = build_user_prompt(q.context, q.question, cfg.prompt_strategy)
-        length = len(chat_token_ids(tokenizer, message))
-        if length > budget and cfg.overlong == "truncate_middle":
-            context = q.context
-            for _ in range(4):  # re-tokenising can shift a few tokens
-                context = _truncate_middle(tokenizer, context, length - budget + 8)
-                message = build_user_prompt(context, q.question, cfg.prompt_strategy)
-                length = len(chat_token_ids(tokenizer, message))
-                if length <= budget:
-                    break
-            q.truncated = True
-        if length > budget:
+        fitted = fit_prompt(
+            tokenizer, q.context, q.question, cfg.prompt_strategy, budget, truncate
+        )
+        if fitted is None:
+            q.truncated = truncate
             skipped.append(q)
             continue
-        q.user_message = message
+        q.truncated = fitted.context_tokens_cut > 0
+        q.user_message = fitted.message
         kept.append(q)
     return kept, skipped
 
@@ -175,15 +154,6 @@ def sample_key_parts(cfg: LabelConfig, questions: list[Question]) -> dict[str, A
         "data": stable_hash([q.key for q in questions]),
         "num_questions": len(questions),
     }
-
-
-def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Write through a temporary file, so a killed run never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def _turns(user: str, assistant: str) -> list[dict[str, str]]:

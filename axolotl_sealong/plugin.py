@@ -134,10 +134,12 @@ def fit_rows(cfg: Any, src: Path, dst: Path, mode: str) -> dict[str, int]:
     from axolotl.loaders.tokenizer import load_tokenizer
     from axolotl.utils.chat_templates.base import get_chat_template_from_config
 
+    from axolotl_sealong.data.io import read_rows, write_jsonl
+
     tokenizer = load_tokenizer(cfg)
     template = get_chat_template_from_config(cfg=cfg, tokenizer=tokenizer)
     limit = int(cfg.get("sequence_len") or 0)
-    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    rows = read_rows(src)
     keep, longest, over = [], 0, 0
     for row in rows:
         convs = [row["messages"]] if mode == "sft" else [row["chosen"], row["rejected"]]
@@ -166,9 +168,7 @@ def fit_rows(cfg: Any, src: Path, dst: Path, mode: str) -> dict[str, int]:
             f"no labeled {mode} rows to train on ({len(rows)} made, {over} too long): "
             f"see {src.parent / 'diagnostics.json'}"
         )
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
-    tmp.replace(dst)  # a reader never sees half a file
+    write_jsonl(dst, keep)  # atomic: a reader never sees half a file
     return {
         "rows": len(rows),
         "kept": len(keep),
