@@ -24,6 +24,9 @@ from axolotl_sealong.mbr import REJECTED_RULES, UTILITIES
 from axolotl_sealong.prompts import DEFAULT_STRATEGY, INSTRUCTIONS
 
 YAML_PREFIX = "sealong_"
+# Settings never written to disk, logged or hashed (shown as "***" when set).
+SECRET_FIELDS = ("openai_api_key",)
+SECRET_MASK = "***"
 # Keys of the Axolotl plugin alone (args.py): how to train on the labeled rows.
 PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long", "orpo_nll")
 # Settings that take one of a few names (kept as str so new names need no migration).
@@ -159,7 +162,10 @@ class LabelConfig(BaseModel):
     )
     openai_api_key: str | None = Field(
         default=None,
-        description="openai engine: bearer token (default: $OPENAI_API_KEY if set).",
+        repr=False,
+        description="openai engine: bearer token (default: $OPENAI_API_KEY if set; "
+        "prefer the variable: a key in a YAML file or on a command line is easy to "
+        "leak). Never written to diagnostics.json nor part of any hash.",
     )
     openai_concurrency: int = Field(
         default=8,
@@ -330,6 +336,25 @@ class LabelConfig(BaseModel):
                 "--openai-base-urls), e.g. http://127.0.0.1:8000/v1"
             )
         return self
+
+    def public_settings(self) -> dict[str, Any]:
+        """Every setting, secrets shown as ``"***"``: what diagnostics.json records."""
+        values = self.model_dump()
+        for name in SECRET_FIELDS:
+            if values.get(name) is not None:
+                values[name] = SECRET_MASK
+        return values
+
+    def hashable_settings(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Every setting but ``exclude``, secrets as None: for folder keys.
+
+        A secret hashes as None whether set or not, so the folder a run names
+        never depends on (or reveals anything about) the key.
+        """
+        values = self.model_dump(exclude=set(exclude))
+        for name in SECRET_FIELDS:
+            values[name] = None
+        return values
 
     @classmethod
     def from_yaml_dict(cls, cfg: dict[str, Any]) -> LabelConfig:

@@ -18,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from axolotl_sealong.cache import SampleStore, path_fingerprint, stable_hash
+from axolotl_sealong.cache import (
+    SampleStore,
+    model_fingerprint,
+    path_fingerprint,
+    stable_hash,
+)
 from axolotl_sealong.config import LabelConfig
 from axolotl_sealong.data.io import read_rows as read_rows, write_jsonl
 from axolotl_sealong.diagnostics import subem_diagnostics
@@ -139,19 +144,46 @@ def question_seed(seed: int, key: str) -> int:
     return int(stable_hash([seed, key], 8), 16) % (2**31)
 
 
-def sample_key_parts(cfg: LabelConfig, questions: list[Question]) -> dict[str, Any]:
+def served_model(cfg: LabelConfig, sampler: Sampler | None = None) -> str | None:
+    """With the openai engine, the server's name for the weights; else None.
+
+    Part of both cache keys: the local ``model`` only supplies the tokenizer
+    there, so the served name is what tells round 1's weights from round 2's.
+    """
+    if cfg.sampler != "openai":
+        return None
+    if sampler is not None and getattr(sampler, "served_model", None):
+        return str(sampler.served_model)  # type: ignore[attr-defined]
+    if cfg.openai_model:
+        return cfg.openai_model
+    from axolotl_sealong.sampling_openai import served_model_name
+
+    assert cfg.openai_base_urls  # LabelConfig requires them for sampler openai
+    return served_model_name(
+        cfg.openai_base_urls, cfg.openai_api_key, cfg.openai_timeout
+    )
+
+
+def sample_key_parts(
+    cfg: LabelConfig, questions: list[Question], served: str | None = None
+) -> dict[str, Any]:
+    """What names a sample cache folder (see ``axolotl_sealong.cache``).
+
+    ``questions`` carry their prompts as sent (``fit_prompts`` ran), so the
+    prompt strategy, columns, overlong policy and effective max_model_len are
+    covered by the messages themselves.
+    """
     return {
-        "model": path_fingerprint(cfg.model, cfg.model_revision),
+        "model": model_fingerprint(cfg.model, cfg.model_revision),
         "adapter": path_fingerprint(cfg.adapter),
-        "prompt_strategy": cfg.prompt_strategy,
+        "served_model": served,
+        "openai_api": cfg.openai_api if cfg.sampler == "openai" else None,
         "n": cfg.num_samples,
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "max_new_tokens": cfg.max_new_tokens,
         "seed": cfg.seed,
-        "overlong": cfg.overlong,
-        "max_model_len": cfg.max_model_len,
-        "data": stable_hash([q.key for q in questions]),
+        "prompts": stable_hash([[q.key, q.user_message] for q in questions]),
         "num_questions": len(questions),
     }
 
@@ -227,7 +259,7 @@ def _sample_missing(
     from tqdm.auto import tqdm
 
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "samples"
-    store = SampleStore(root, sample_key_parts(cfg, kept))
+    store = SampleStore(root, sample_key_parts(cfg, kept, served_model(cfg, sampler)))
     done = store.load()
     todo = [q for q in kept if q.key not in done]
     counts["cache_hits"] = len(kept) - len(todo)
@@ -398,7 +430,7 @@ def label(
         "counts": dict(counts),
         "subem": subem_diagnostics(scored),
         "cache_dir": str(store.dir),
-        "settings": cfg.model_dump(),
+        "settings": cfg.public_settings(),  # secrets as "***"
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
     (out / DIAGNOSTICS_FILE).write_text(json.dumps(diagnostics, indent=2))

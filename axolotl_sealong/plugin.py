@@ -219,6 +219,29 @@ def label_shards(
     label_on_ranks("hf", out, run, merge=merge, info=info)
 
 
+def labels_key(label_cfg: LabelConfig, question_keys: list[str]) -> str:
+    """The labels folder's name: every setting (no secret), the weights, the data.
+
+    The sample cache has its own, narrower key (``pipeline.sample_key_parts``);
+    this one covers every setting, since scoring and selection settings change
+    the rows too. Secrets (``openai_api_key``) are never part of it; with the
+    openai engine the served model's name is (``pipeline.served_model``).
+    """
+    from axolotl_sealong.cache import model_fingerprint, path_fingerprint, stable_hash
+    from axolotl_sealong.pipeline import served_model
+
+    parts: list[Any] = [
+        label_cfg.hashable_settings(exclude=("cache_dir",)),
+        model_fingerprint(label_cfg.model, label_cfg.model_revision),
+        path_fingerprint(label_cfg.adapter),
+        question_keys,
+    ]
+    served = served_model(label_cfg)
+    if served is not None:  # appended only then: other engines keep their keys
+        parts.append(served)
+    return stable_hash(parts)
+
+
 def load_self_labeled(cfg: Any) -> Any:
     """Label (or reuse), fit to sequence_len, then build Axolotl's dataset meta.
 
@@ -229,7 +252,6 @@ def load_self_labeled(cfg: Any) -> Any:
     """
     from filelock import FileLock
 
-    from axolotl_sealong.cache import path_fingerprint, stable_hash
     from axolotl_sealong.diagnostics import format_table
     from axolotl_sealong.distributed import rank_info, sampling_role
     from axolotl_sealong.pipeline import DIAGNOSTICS_FILE, label, questions_from_rows
@@ -239,14 +261,7 @@ def load_self_labeled(cfg: Any) -> Any:
     label_cfg = label_settings(cfg)
     rows = _read_questions(cfg)
     questions = questions_from_rows(rows, label_cfg)
-    key = stable_hash(
-        [
-            label_cfg.model_dump(exclude={"cache_dir"}),
-            path_fingerprint(label_cfg.model, label_cfg.model_revision),
-            path_fingerprint(label_cfg.adapter),
-            [q.key for q in questions],
-        ]
-    )
+    key = labels_key(label_cfg, [q.key for q in questions])
     root = Path(
         cfg.get("sealong_output_dir")
         or Path(cfg.get("dataset_prepared_path") or "last_run_prepared") / "sealong"
