@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -255,6 +256,11 @@ class LabelConfig(BaseModel):
     def _t(cls, v: float) -> float:
         if v < 0:
             raise ValueError("temperature must be >= 0 (0 is greedy)")
+        if v == 0:
+            raise ValueError(
+                "temperature 0 makes all N samples identical, so MBR has nothing "
+                "to choose from: set temperature > 0 (the paper uses 0.7)"
+            )
         return v
 
     @field_validator("top_p")
@@ -324,12 +330,8 @@ class LabelConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _greedy(self) -> LabelConfig:
-        if self.temperature == 0:
-            raise ValueError(
-                "temperature 0 makes all N samples identical, so MBR has nothing "
-                "to choose from: set temperature > 0 (the paper uses 0.7)"
-            )
+    def _combinations(self) -> LabelConfig:
+        # errors here involve two settings: each message names both
         if self.sampler == "openai" and not self.openai_base_urls:
             raise ValueError(
                 "sampler openai needs openai_base_urls (sealong_openai_base_urls / "
@@ -374,11 +376,41 @@ class LabelConfig(BaseModel):
         known = set(cls.model_fields)
         unknown = sorted(set(values) - known)
         if unknown:
-            names = sorted(YAML_PREFIX + k for k in known | set(PLUGIN_ONLY_KEYS))
-            valid = ", ".join(names)
             raise ValueError(
-                "unknown setting(s) "
-                + ", ".join(YAML_PREFIX + k for k in unknown)
-                + f": valid keys are {valid}"
+                unknown_keys_message(unknown, known | set(PLUGIN_ONLY_KEYS))
             )
         return cls(**values)
+
+
+def unknown_keys_message(unknown: list[str], known: set[str]) -> str:
+    """Name each unknown ``sealong_*`` key with its closest valid key."""
+    import difflib
+
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f" (did you mean {YAML_PREFIX}{close[0]}?)" if close else ""
+        parts.append(f"{YAML_PREFIX}{key}{hint}")
+    return (
+        f"unknown setting(s) {', '.join(parts)}: valid keys are listed by "
+        "`sealong label --help` (as flags) and in the README's settings table"
+    )
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """A pydantic error on LabelConfig as the user wrote it: key, flag, value, fix.
+
+    One line per problem, e.g. ``sealong_top_p (--top-p) = 0.0: top_p must be
+    in (0, 1]``. Secrets are never echoed.
+    """
+    lines = []
+    for item in err.errors():
+        msg = str(item["msg"]).removeprefix("Value error, ")
+        if not item["loc"]:  # a check across settings: its message names them
+            lines.append(msg)
+            continue
+        name = str(item["loc"][0])
+        value = SECRET_MASK if name in SECRET_FIELDS else item.get("input")
+        flag = "--" + name.replace("_", "-")
+        lines.append(f"{YAML_PREFIX}{name} ({flag}) = {value!r}: {msg}")
+    return "; ".join(lines)

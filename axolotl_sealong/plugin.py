@@ -90,36 +90,17 @@ def training_mode(cfg: Any) -> str:
 
 
 def _read_questions(cfg: Any) -> list[dict[str, Any]]:
-    """Rows of every self-label entry, read by Axolotl's own dataset loader."""
-    from axolotl.utils.data.shared import load_dataset_with_config
+    """Rows of every self-label entry (``recipe.read_questions``, as the CLI)."""
+    from axolotl_sealong.recipe import read_questions
 
-    rows: list[dict[str, Any]] = []
-    for ds_cfg in self_label_entries(cfg):
-        dataset = load_dataset_with_config(
-            ds_cfg, cfg.get("hf_use_auth_token"), streaming=False
-        )
-        rows.extend(dataset.to_list())
-    return rows
+    return read_questions(cfg)
 
 
 def label_settings(cfg: Any) -> Any:
-    """LabelConfig from the sealong_* keys; prompts are sized to ``sequence_len``.
+    """LabelConfig of the recipe (``recipe.label_config``, as the CLI reads it)."""
+    from axolotl_sealong.recipe import label_config
 
-    Without an explicit ``sealong_max_model_len`` a prompt must leave room for
-    ``max_new_tokens`` inside ``sequence_len``, so labeled rows fit the trainer
-    by construction (the overlong policy, skip or truncate_middle, applies).
-    """
-    from axolotl_sealong.config import LabelConfig
-    from axolotl_sealong.sampling import model_max_positions
-
-    label_cfg = LabelConfig.from_yaml_dict(dict(cfg))
-    if label_cfg.max_model_len is None and cfg.get("sequence_len"):
-        limit = model_max_positions(label_cfg.model, label_cfg.model_revision)
-        seq = int(cfg["sequence_len"])
-        label_cfg = label_cfg.model_copy(
-            update={"max_model_len": min(seq, limit) if limit else seq}
-        )
-    return label_cfg
+    return label_config(cfg)
 
 
 def _row_length(tokenizer: Any, template: str, messages: list[dict[str, str]]) -> int:
