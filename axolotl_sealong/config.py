@@ -7,6 +7,7 @@ same settings the same way. Validation happens before any model loads.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import (
@@ -36,7 +37,10 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "utility": UTILITIES,
     "rejected": REJECTED_RULES,
     "embedder_long_text": LONG_TEXT_RULES,
+    "dtype": ("auto", "float32", "bfloat16", "float16"),
 }
+# cpu, cuda, cuda:N, mps, xpu, xpu:N (what torch.device takes for sampling)
+_DEVICE = re.compile(r"(cpu|mps|(cuda|xpu)(:\d+)?)")
 
 
 def split_urls(value: str) -> list[str]:
@@ -213,6 +217,13 @@ class LabelConfig(BaseModel):
         description="sentence-transformers model for MBR: folder, hub id "
         f"(the paper: jinaai/jina-embeddings-v3), or {EMBEDDED_EMBEDDER!r}.",
     )
+    embedder_trust_remote_code: bool = Field(
+        default=False,
+        description="Let the embedder run code from its own repository "
+        "(transformers' trust_remote_code). jinaai/jina-embeddings-v3, the "
+        "paper's embedder, needs it (the GPU recipes set it); off by default, "
+        "never turned on by a name.",
+    )
     embedder_long_text: str = Field(
         default="chunk_mean",
         description="Outputs longer than the embedder window: chunk_mean (embed "
@@ -277,11 +288,20 @@ class LabelConfig(BaseModel):
         "openai_concurrency",
         "vllm_tensor_parallel_size",
         "vllm_max_num_seqs",
+        "max_questions",
+        "max_model_len",
     )
     @classmethod
     def _positive(cls, v: int | None) -> int | None:
         if v is not None and v < 1:
             raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        if v is not None and not _DEVICE.fullmatch(v):
+            raise ValueError("use cpu, cuda, cuda:N (a GPU index), mps or xpu")
         return v
 
     @field_validator("openai_retries")
@@ -332,6 +352,27 @@ class LabelConfig(BaseModel):
     @model_validator(mode="after")
     def _combinations(self) -> LabelConfig:
         # errors here involve two settings: each message names both
+        if self.hf_method == "expand" and self.hf_batch_questions > 1:
+            raise ValueError(
+                f"hf_method expand decodes one question at a time, but "
+                f"hf_batch_questions is {self.hf_batch_questions}: set "
+                "sealong_hf_batch_questions / --hf-batch-questions to 1, or use "
+                "hf_method shared_prefix (the default), which batches questions"
+            )
+        if self.max_model_len is not None and self.max_model_len <= self.max_new_tokens:
+            raise ValueError(
+                f"max_model_len {self.max_model_len} leaves no room for a prompt "
+                f"after max_new_tokens {self.max_new_tokens}: raise "
+                "sealong_max_model_len / --max-model-len or lower "
+                "sealong_max_new_tokens / --max-new-tokens"
+            )
+        if self.sampler == "openai" and self.adapter:
+            raise ValueError(
+                "sampler openai samples whatever the server serves, so adapter "
+                f"{self.adapter!r} would be ignored: serve it there (vllm serve "
+                "--enable-lora --lora-modules NAME=PATH) and set sealong_openai_model "
+                "/ --openai-model to NAME, instead of sealong_adapter"
+            )
         if self.sampler == "openai" and not self.openai_base_urls:
             raise ValueError(
                 "sampler openai needs openai_base_urls (sealong_openai_base_urls / "

@@ -67,11 +67,20 @@ class LabelResult:
 
 
 def _answers(value: Any) -> list[str] | None:
+    """Gold answers as a list of strings (None when the row has none)."""
     if value is None:
         return None
     if isinstance(value, str):
         return [value]
-    return [str(v) for v in value]
+    return list(value)
+
+
+def _bad_answers(value: Any) -> bool:
+    if value is None or isinstance(value, str):
+        return False
+    return not (
+        isinstance(value, list | tuple) and all(isinstance(a, str) for a in value)
+    )
 
 
 def questions_from_rows(
@@ -99,6 +108,16 @@ def questions_from_rows(
                 f"{role} field {name!r} is empty or not a string in {len(bad)} "
                 f"row(s) (first: row {bad[0]}): fix or remove those rows"
             )
+    answers = cfg.answers_field
+    bad = [i for i, r in enumerate(rows) if _bad_answers(r.get(answers))]
+    if bad:
+        value = rows[bad[0]][answers]
+        raise ValueError(
+            f"answers field {answers!r} is {value!r} in row {bad[0]} ({len(bad)} "
+            "row(s) like it): give a string or a list of strings (write numbers as "
+            '"1955"), leave it out, or set answers_field (sealong_answers_field) '
+            "to the column with the gold answers"
+        )
     limit = cfg.max_questions or len(rows)
     out = []
     for i, row in enumerate(rows[:limit]):
@@ -365,6 +384,61 @@ def row_sources(scored: Sequence[dict[str, Any]]) -> tuple[list[int], list[int]]
     return sft, prefs
 
 
+def check_inputs(
+    cfg: LabelConfig, out_dir: Path, *, sampler_given: bool, need_embedder: bool
+) -> None:
+    """Every name, folder and engine a run needs, checked before any model loads.
+
+    Each failure names the setting, the value and the fix: a model, adapter or
+    embedder that is no folder (or no hub id, or not cached offline), an
+    engine that is not installed, a GPU that is not there, an output or cache
+    folder that is a file.
+    """
+    from axolotl_sealong.embedded import check_model_source
+    from axolotl_sealong.embedder import check_embedder
+    from axolotl_sealong.sampling import resolve_engine, vllm_importable
+
+    for folder, setting in (
+        (out_dir, "the output folder (--out)"),
+        (Path(cfg.cache_dir) if cfg.cache_dir else None, "cache_dir (--cache-dir)"),
+    ):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise ValueError(f"{setting} {str(folder)!r} is a file: give a folder")
+    if need_embedder:
+        check_embedder(cfg.embedder, cfg.embedder_trust_remote_code)
+    if sampler_given:
+        return
+    check_model_source(
+        cfg.model,
+        "model (sealong_model / --model)",
+        needs=("config.json", "tokenizer_config.json"),
+        revision=cfg.model_revision,
+    )
+    if cfg.adapter:
+        check_model_source(
+            cfg.adapter,
+            "adapter (sealong_adapter / --adapter)",
+            needs=("adapter_config.json",),
+            what="a LoRA adapter folder (the output_dir of a training run)",
+        )
+    engine = resolve_engine(cfg.sampler)
+    if engine == "vllm" and not vllm_importable():
+        raise ValueError(
+            "sampler vllm: vLLM is not installed in this environment (it cannot "
+            "share one with axolotl 0.19): run the sealong of a venv built by "
+            "scripts/setup_vllm.sh, or set sealong_sampler / --sampler to hf or "
+            "openai"
+        )
+    if engine == "hf" and (cfg.device or "").startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {cfg.device!r}: no CUDA GPU is visible here: unset "
+                "sealong_device / --device (the CPU is used) or run on a GPU"
+            )
+
+
 def label(
     cfg: LabelConfig,
     rows: Sequence[dict[str, Any]],
@@ -382,15 +456,19 @@ def label(
     of a multi-rank run) writes empty files, loading no model, when there are
     no rows or none fits, instead of stopping with an error.
     """
-    from axolotl_sealong.embedder import Embedder, check_embedder
+    from axolotl_sealong.embedder import Embedder
 
     clock = time.perf_counter
     t0 = clock()
     seconds: dict[str, float] = {}
     questions = questions_from_rows(rows, cfg) if rows or not allow_empty else []
-    if embedder is None and cfg.utility == "embedding":
-        check_embedder(cfg.embedder)
     out = Path(out_dir)
+    check_inputs(
+        cfg,
+        out,
+        sampler_given=sampler is not None,
+        need_embedder=embedder is None and cfg.utility == "embedding",
+    )
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter(questions=len(questions))
 
@@ -410,6 +488,7 @@ def label(
             cfg.embedder,
             long_text=cfg.embedder_long_text,
             batch_size=cfg.embedder_batch_size,
+            trust_remote_code=cfg.embedder_trust_remote_code,
         )
         texts = [s for q in kept for s in done[q.key]]
         embeddings = embedder.encode(texts, show_progress=progress)

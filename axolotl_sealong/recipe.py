@@ -39,6 +39,12 @@ def label_config(cfg: Mapping[str, Any]) -> LabelConfig:
                 f"sequence_len: {seq!r} is not a positive integer: set it to the "
                 "training context length in tokens"
             )
+        if seq <= label_cfg.max_new_tokens:
+            raise ValueError(
+                f"sequence_len {seq} leaves no room for a prompt after "
+                f"sealong_max_new_tokens {label_cfg.max_new_tokens}: raise "
+                "sequence_len or lower sealong_max_new_tokens"
+            )
         limit = model_max_positions(label_cfg.model, label_cfg.model_revision)
         label_cfg = label_cfg.model_copy(
             update={"max_model_len": min(seq, limit) if limit else seq}

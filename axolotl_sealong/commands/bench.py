@@ -20,7 +20,13 @@ def _print_row(row: dict[str, Any], as_json: bool, width: int) -> int:
 def run_mbr(args: argparse.Namespace) -> int:
     from axolotl_sealong.bench import bench_mbr
 
-    result = bench_mbr(args.questions, args.samples, args.words, args.embedder)
+    result = bench_mbr(
+        args.questions,
+        args.samples,
+        args.words,
+        args.embedder,
+        trust_remote_code=args.embedder_trust_remote_code,
+    )
     return _print_row(result, args.json, 22)
 
 
@@ -94,6 +100,11 @@ def register(sub: Any) -> None:
         "--words", type=int, default=290, help="words per text (~300 tokens)"
     )
     mbr.add_argument("--embedder", default="embedded:all-minilm-l6-v2")
+    mbr.add_argument(
+        "--embedder-trust-remote-code",
+        action="store_true",
+        help="let the embedder run its repository's code (jina-embeddings-v3)",
+    )
     mbr.add_argument("--json", action="store_true", help="one JSON object")
     mbr.set_defaults(func=run_mbr)
     sampling = benches.add_parser(

@@ -108,7 +108,10 @@ def questions_from_args(
     from axolotl_sealong.pipeline import read_rows
 
     if args.data:
-        return read_rows(args.data)
+        rows = read_rows(args.data)
+        if not rows:
+            raise ValueError(f"--data {args.data}: the file has no rows")
+        return rows
     if recipe is not None:
         from axolotl_sealong.recipe import read_questions
 
