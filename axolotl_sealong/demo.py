@@ -387,7 +387,7 @@ def label_summary(folder: Path, tokenizer: Any) -> dict[str, Any]:
         lengths = [
             len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in samples
         ]
-        every += scores
+        every += [s for s in scores if s is not None]  # blank samples have none
         len_all += lengths
         if row.get("rejected") is not None:
             chosen.append(scores[row["chosen"]])

@@ -326,7 +326,13 @@ def build_rows(
     embeddings: np.ndarray | None,
     counts: Counter[str],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Score each question's samples and turn the picks into SFT/preference rows."""
+    """Score each question's samples and turn the picks into SFT/preference rows.
+
+    Blank samples (empty or whitespace) are left out of MBR: they agree with
+    each other, so they could outvote real answers and win. They neither vote,
+    nor are chosen or rejected; their score is recorded as None. A question
+    with fewer than two non-blank samples gets no row (``no_pair_blank_samples``).
+    """
     sft, prefs, scored = [], [], []
     offset = 0
     for q in kept:
@@ -334,23 +340,38 @@ def build_rows(
         n = len(samples)
         emb = None if embeddings is None else embeddings[offset : offset + n]
         offset += n
-        scores = scores_from_similarity(similarity_matrix(cfg.utility, samples, emb))
         rng = np.random.default_rng(question_seed(cfg.seed, q.key))
-        sel = select_pair(scores, samples, cfg.rejected, cfg.margin, rng)
-        best = samples[sel.chosen]
-        skip = sel.skip_reason or (None if best.strip() else "empty_chosen")
+        live = [i for i, s in enumerate(samples) if s.strip()]
+        counts["blank_samples"] += n - len(live)
+        counts["questions_with_blank_samples"] += n > len(live)
+        scores: list[float | None] = [None] * n
+        chosen: int | None = None
+        rejected: int | None = None
+        gap = 0.0
+        if len(live) < 2:
+            skip: str | None = "blank_samples"
+        else:
+            texts = [samples[i] for i in live]
+            sim = similarity_matrix(
+                cfg.utility, texts, None if emb is None else emb[live]
+            )
+            live_scores = scores_from_similarity(sim)
+            sel = select_pair(live_scores, texts, cfg.rejected, cfg.margin, rng)
+            for j, i in enumerate(live):
+                scores[i] = round(float(live_scores[j]), 6)
+            chosen, skip, gap = live[sel.chosen], sel.skip_reason, sel.gap
+            rejected = None if sel.rejected is None else live[sel.rejected]
         if skip:
             counts[f"no_pair_{skip}"] += 1
-        else:
-            rejected = samples[sel.rejected or 0]
+        elif chosen is not None and rejected is not None:
             prefs.append(
                 {
-                    "chosen": _turns(q.user_message, best),
-                    "rejected": _turns(q.user_message, rejected),
+                    "chosen": _turns(q.user_message, samples[chosen]),
+                    "rejected": _turns(q.user_message, samples[rejected]),
                 }
             )
-        if best.strip():
-            sft.append({"messages": _turns(q.user_message, best)})
+        if chosen is not None:
+            sft.append({"messages": _turns(q.user_message, samples[chosen])})
         scored.append(
             {
                 "key": q.key,
@@ -358,28 +379,43 @@ def build_rows(
                 "question": q.question,
                 "answers": q.answers,
                 "samples": samples,
-                "scores": [round(float(s), 6) for s in scores],
-                "chosen": sel.chosen,
-                "rejected": None if skip else sel.rejected,
-                "gap": round(sel.gap, 6),
+                "scores": scores,
+                "chosen": chosen,
+                "rejected": None if skip else rejected,
+                "gap": round(gap, 6),
                 "skip_reason": skip,
+                "blank_samples": n - len(live),
                 "truncated": q.truncated,
                 "random_pick": int(rng.integers(n)),
             }
         )
     counts["pairs"] = len(prefs)
     counts["sft_rows"] = len(sft)
+    if counts["blank_samples"]:
+        LOG.warning(
+            "left %d blank sample(s) of %d question(s) out of MBR (never chosen, "
+            "rejected or voting); %d question(s) had fewer than 2 non-blank "
+            "samples and got no row",
+            counts["blank_samples"],
+            counts["questions_with_blank_samples"],
+            counts["no_pair_blank_samples"],
+        )
     return sft, prefs, scored
 
 
 def row_sources(scored: Sequence[dict[str, Any]]) -> tuple[list[int], list[int]]:
     """The scored row behind each SFT row and each preference row, in file order.
 
-    ``build_rows`` writes an SFT row when the chosen sample is not blank and a
-    pair when the question was not skipped; this reads the same rule back from
-    ``scored.jsonl`` (used to put the shards of a multi-rank run in order).
+    ``build_rows`` writes an SFT row when a sample was chosen (never a blank
+    one) and a pair when the question was not skipped; this reads the same
+    rule back from ``scored.jsonl`` (used to put the shards of a multi-rank run
+    in order).
     """
-    sft = [i for i, r in enumerate(scored) if r["samples"][r["chosen"]].strip()]
+    sft = [
+        i
+        for i, r in enumerate(scored)
+        if r["chosen"] is not None and r["samples"][r["chosen"]].strip()
+    ]
     prefs = [i for i, r in enumerate(scored) if r["skip_reason"] is None]
     return sft, prefs
 
