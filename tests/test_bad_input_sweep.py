@@ -219,6 +219,10 @@ CASES: dict[str, Case] = {
         _label(t, m, "--utility", "embedding", "--embedder", "/no/embedder"),
         ["embedder (sealong_embedder / --embedder) '/no/embedder'"],
     ),
+    "--embedder unknown embedded name": lambda t, m: (
+        _label(t, m, "--utility", "embedding", "--embedder", "embedded:bge-small"),
+        ["embedder (sealong_embedder / --embedder) 'embedded:bge-small' is not an"],
+    ),
     "--embedder with remote code, not trusted": lambda t, m: (
         _label(
             t,
@@ -310,7 +314,7 @@ def test_bad_input_is_one_clear_line(
 
 
 def test_the_sweep_is_wide_enough() -> None:
-    assert len(CASES) >= 20
+    assert len(CASES) >= 40
 
 
 def test_argparse_errors_are_also_one_line(tmp_path, capsys) -> None:
