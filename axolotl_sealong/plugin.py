@@ -56,6 +56,7 @@ class SeaLongPlugin(BasePlugin):
             value = cfg.get(key)
             if isinstance(value, str) and value.startswith("embedded:"):
                 cfg[key] = resolve_model(value)
+        hide_secrets(cfg)
 
     def post_trainer_create(self, cfg: Any, trainer: Any) -> None:
         # The paper's ORPO: NLL over the response only (see axolotl_sealong.orpo).
@@ -82,6 +83,29 @@ class SeaLongPlugin(BasePlugin):
         return load_self_labeled(cfg)
 
 
+# Secrets taken out of Axolotl's config before it logs it (its "config:" log
+# line, copied to output_dir/debug.log) and hands it around; label_settings puts
+# them back for the labeling run only.
+_HIDDEN: dict[str, Any] = {}
+
+
+def hide_secrets(cfg: Any) -> None:
+    """Move ``sealong_*`` secrets out of Axolotl's config (kept in this process).
+
+    Axolotl logs its whole config after plugins register and tees the log to
+    ``output_dir/debug.log``; it redacts only its own key fields. Its
+    "config-loaded" telemetry event (on unless AXOLOTL_DO_NOT_TRACK=1) comes
+    before any plugin runs, so a key is safest in $OPENAI_API_KEY, not a YAML.
+    """
+    from axolotl_sealong.config import SECRET_FIELDS, YAML_PREFIX
+
+    for name in SECRET_FIELDS:
+        key = YAML_PREFIX + name
+        if cfg.get(key) is not None:
+            _HIDDEN[key] = cfg[key]
+            cfg[key] = None
+
+
 def training_mode(cfg: Any) -> str:
     if cfg.get("sealong_mode"):
         return str(cfg["sealong_mode"])
@@ -100,7 +124,8 @@ def label_settings(cfg: Any) -> Any:
     """LabelConfig of the recipe (``recipe.label_config``, as the CLI reads it)."""
     from axolotl_sealong.recipe import label_config
 
-    return label_config(cfg)
+    hidden = {k: v for k, v in _HIDDEN.items() if cfg.get(k) is None}
+    return label_config({**dict(cfg), **hidden} if hidden else cfg)
 
 
 def _row_length(tokenizer: Any, template: str, messages: list[dict[str, str]]) -> int:

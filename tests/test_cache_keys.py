@@ -178,3 +178,32 @@ def test_settings_that_change_samples_change_the_key(tiny_llama_dir, change):
     # numerics and plumbing do not
     for same in ({"dtype": "bfloat16"}, {"hf_batch_questions": 4}, {"margin": 0.2}):
         assert key(base.model_copy(update=same)) == key(base)
+
+
+def test_axolotl_never_logs_a_key_from_the_recipe(tiny_llama_dir, tmp_path, caplog):
+    """Axolotl logs its whole config (and tees it to output_dir/debug.log)."""
+    import logging
+
+    import yaml
+    from axolotl.cli.config import load_cfg
+    from test_plugin_e2e import _recipe
+
+    from axolotl_sealong.plugin import label_settings
+
+    path = _recipe(tmp_path, tiny_llama_dir, "orpo")
+    recipe = yaml.safe_load(path.read_text())
+    recipe |= {
+        "sealong_sampler": "openai",
+        "sealong_openai_base_urls": "http://127.0.0.1:9/v1",
+        "sealong_openai_model": "m",
+        "sealong_openai_api_key": SECRET,
+    }
+    path.write_text(yaml.safe_dump(recipe))
+    with caplog.at_level(logging.INFO):
+        cfg = load_cfg(str(path))
+    logged = caplog.text + "".join(
+        p.read_text(errors="replace") for p in tmp_path.rglob("debug.log")
+    )
+    assert "sealong_openai_base_urls" in logged  # the config was logged...
+    assert SECRET not in logged  # ...without the key
+    assert label_settings(cfg).openai_api_key == SECRET  # still used for labeling
