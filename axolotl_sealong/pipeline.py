@@ -269,6 +269,7 @@ def _sample_missing(
     sampler: Sampler | None,
     counts: Counter[str],
     progress: bool,
+    served: str | None = None,
 ) -> tuple[SampleStore, dict[str, list[str]]]:
     """Reuse cached questions, sample the rest, append each as it finishes.
 
@@ -278,7 +279,7 @@ def _sample_missing(
     from tqdm.auto import tqdm
 
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "samples"
-    store = SampleStore(root, sample_key_parts(cfg, kept, served_model(cfg, sampler)))
+    store = SampleStore(root, sample_key_parts(cfg, kept, served))
     done = store.load()
     todo = [q for q in kept if q.key not in done]
     counts["cache_hits"] = len(kept) - len(todo)
@@ -514,7 +515,8 @@ def label(
         tokenizer, max_model_len = prompt_limits(cfg)
     kept = _fit_or_fail(questions, tokenizer, max_model_len, cfg, counts, allow_empty)
     t1 = clock()
-    store, done = _sample_missing(cfg, kept, sampler, counts, progress)
+    served = served_model(cfg, sampler)
+    store, done = _sample_missing(cfg, kept, sampler, counts, progress, served)
     seconds["sample"] = clock() - t1
 
     t2 = clock()
@@ -545,6 +547,7 @@ def label(
         "counts": dict(counts),
         "subem": subem_diagnostics(scored),
         "cache_dir": str(store.dir),
+        "served_model": served,  # sampler openai: the weights' name on the server
         "settings": cfg.public_settings(),  # secrets as "***"
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }

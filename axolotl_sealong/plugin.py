@@ -230,22 +230,54 @@ def labels_key(label_cfg: LabelConfig, question_keys: list[str]) -> str:
 
     The sample cache has its own, narrower key (``pipeline.sample_key_parts``);
     this one covers every setting, since scoring and selection settings change
-    the rows too. Secrets (``openai_api_key``) are never part of it; with the
-    openai engine the served model's name is (``pipeline.served_model``).
+    the rows too. Secrets (``openai_api_key``) are never part of it. With the
+    openai engine and ``openai_model`` unset, the name the server serves is not
+    part of it either (training must not need the labeling server): a reused
+    folder is checked against it instead (``check_reused_labels``).
     """
     from axolotl_sealong.cache import model_fingerprint, path_fingerprint, stable_hash
+
+    return stable_hash(
+        [
+            label_cfg.hashable_settings(exclude=("cache_dir",)),
+            model_fingerprint(label_cfg.model, label_cfg.model_revision),
+            path_fingerprint(label_cfg.adapter),
+            question_keys,
+        ]
+    )
+
+
+def check_reused_labels(label_cfg: LabelConfig, diagnostics: dict[str, Any]) -> None:
+    """Labels sampled from a server's one model must still be that model's.
+
+    With ``sampler: openai`` and ``openai_model`` unset, the folder records the
+    served name it was sampled from. If the server now serves another name
+    (round 2's weights), reusing the rows would train on round 1's labels: stop
+    and say how to label afresh. An unreachable server (stopped after
+    labeling, to free the GPU for training) is not an error.
+    """
+    recorded = diagnostics.get("served_model")
+    if label_cfg.sampler != "openai" or label_cfg.openai_model or not recorded:
+        return
     from axolotl_sealong.pipeline import served_model
 
-    parts: list[Any] = [
-        label_cfg.hashable_settings(exclude=("cache_dir",)),
-        model_fingerprint(label_cfg.model, label_cfg.model_revision),
-        path_fingerprint(label_cfg.adapter),
-        question_keys,
-    ]
-    served = served_model(label_cfg)
-    if served is not None:  # appended only then: other engines keep their keys
-        parts.append(served)
-    return stable_hash(parts)
+    try:
+        current = served_model(label_cfg)
+    except (ConnectionError, ValueError) as err:
+        LOG.info(
+            "sealong: cannot ask the server which model it serves (%s); reusing "
+            "rows sampled from %r",
+            err,
+            recorded,
+        )
+        return
+    if current != recorded:
+        raise ValueError(
+            f"these labeled rows were sampled from served model {recorded!r}, but "
+            f"the server now serves {current!r}: set sealong_openai_model: "
+            f"{current} to label with it (a new labels folder), or serve "
+            f"{recorded!r} again"
+        )
 
 
 def load_self_labeled(cfg: Any) -> Any:
@@ -294,6 +326,9 @@ def load_self_labeled(cfg: Any) -> Any:
                 "sealong: merged labeled rows of %d ranks in %s", info.world_size, out
             )
         elif (out / DIAGNOSTICS_FILE).exists():
+            check_reused_labels(
+                label_cfg, json.loads((out / DIAGNOSTICS_FILE).read_text())
+            )
             LOG.info("sealong: reusing labeled rows in %s (settings hash %s)", out, key)
         else:
             LOG.info(

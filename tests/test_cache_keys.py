@@ -207,3 +207,28 @@ def test_axolotl_never_logs_a_key_from_the_recipe(tiny_llama_dir, tmp_path, capl
     assert "sealong_openai_base_urls" in logged  # the config was logged...
     assert SECRET not in logged  # ...without the key
     assert label_settings(cfg).openai_api_key == SECRET  # still used for labeling
+
+
+def test_reused_labels_are_checked_against_the_served_model(tiny_llama_dir, tmp_path):
+    """Training reuses labels without the labeling server, but never stale ones."""
+    from axolotl_sealong.plugin import check_reused_labels, labels_key
+
+    with FakeServer(Behaviour(model="round1")) as server:
+        cfg = _cfg(tiny_llama_dir, server.url, tmp_path / "c")
+        label(cfg, _rows(), tmp_path / "a", progress=False)
+        diag = json.loads((tmp_path / "a" / "diagnostics.json").read_text())
+        assert diag["served_model"] == "round1"
+        check_reused_labels(cfg, diag)  # the same model: reuse
+    # the server stopped after labeling (to free the GPU): reuse, no error, and
+    # the labels folder's name needs no server either
+    check_reused_labels(cfg, diag)
+    assert labels_key(cfg, ["q"]) == labels_key(cfg, ["q"])
+    with FakeServer(Behaviour(model="round2")) as server:
+        moved = cfg.model_copy(update={"openai_base_urls": server.url})
+        with pytest.raises(
+            ValueError, match=r"sampled from served model 'round1'.*now serves 'round2'"
+        ):
+            check_reused_labels(moved, diag)
+    # naming the model is a new labels folder
+    named = cfg.model_copy(update={"openai_model": "round2"})
+    assert labels_key(named, ["q"]) != labels_key(cfg, ["q"])
