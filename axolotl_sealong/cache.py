@@ -119,20 +119,25 @@ class SampleStore:
         self.samples_path = self.dir / "samples.jsonl"
 
     def load(self) -> dict[str, list[str]]:
-        """Finished questions; a line torn by a crash is ignored (and rewritten)."""
+        """Finished questions; a line torn by a crash is ignored (and rewritten).
+
+        Read with the package's one row reader, tolerant of bad lines here.
+        """
+        from axolotl_sealong.data.io import numbered_records
+
         done: dict[str, list[str]] = {}
         if not self.samples_path.exists():
             return done
-        torn = 0
-        with self.samples_path.open("r", encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                    done[rec["key"]] = list(rec["samples"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    torn += 1
+        torn: list[str] = []
+        for where, rec in numbered_records(self.samples_path, torn=torn):
+            try:
+                done[str(rec["key"])] = list(rec["samples"])
+            except (KeyError, TypeError):
+                torn.append(where)
         if torn:
-            LOG.warning("cache %s: ignored %d torn line(s)", self.samples_path, torn)
+            LOG.warning(
+                "cache %s: ignored %d torn line(s)", self.samples_path, len(torn)
+            )
             self._rewrite(done)
         return done
 

@@ -121,3 +121,19 @@ def test_the_labels_and_eval_tasks_read_through_the_one_reader(
     (tmp_path / "musique.jsonl").write_text(json.dumps(rows))  # a JSON array
     docs = eval_tasks.load_longbench("musique", longbench_dir=str(tmp_path))["test"]
     assert docs["id"] == ["a"]
+
+
+def test_the_sample_cache_reads_through_the_one_reader(tmp_path: Path) -> None:
+    """A line torn by a kill is dropped (and the file rewritten), not an error."""
+    from axolotl_sealong.cache import SampleStore
+
+    store = SampleStore(tmp_path, {"x": 1})
+    store.open_for_append()
+    store.append("a", ["s1", "Ödön"])
+    store.append("b", ["t1", "t2"])
+    with store.samples_path.open("a", encoding="utf-8") as fh:
+        fh.write('{"key": "c", "samp')  # what SIGKILL mid-write leaves
+    assert store.load() == {"a": ["s1", "Ödön"], "b": ["t1", "t2"]}
+    lines = store.samples_path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 and all(json.loads(line) for line in lines)
+    assert store.load() == {"a": ["s1", "Ödön"], "b": ["t1", "t2"]}

@@ -32,8 +32,14 @@ def _open_text(path: Path) -> IO[str]:
     return path.open("r", encoding="utf-8")
 
 
-def _iter_json_file(path: Path) -> Iterator[tuple[str, Any]]:
-    """``(where, record)`` of JSON Lines or one JSON array; ``where`` is path:line."""
+def _iter_json_file(
+    path: Path, torn: list[str] | None = None
+) -> Iterator[tuple[str, Any]]:
+    """``(where, record)`` of JSON Lines or one JSON array; ``where`` is path:line.
+
+    With ``torn`` (a list), lines that are not JSON are listed there and
+    skipped instead of raising (the sample cache's torn last line).
+    """
     try:
         with _open_text(path) as handle:
             seen = False
@@ -44,12 +50,16 @@ def _iter_json_file(path: Path) -> Iterator[tuple[str, Any]]:
                     break
                 seen = True
                 try:
-                    yield f"{path}:{lineno}", json.loads(line)
+                    record = json.loads(line)
                 except json.JSONDecodeError as err:
+                    if torn is not None:
+                        torn.append(f"{path}:{lineno}")
+                        continue
                     raise ValueError(
                         f"{path}:{lineno}: not valid JSON ({err.msg}): every line "
                         "must be one JSON object (JSON Lines)"
                     ) from None
+                yield f"{path}:{lineno}", record
             else:
                 return
     except (gzip.BadGzipFile, UnicodeDecodeError, EOFError) as err:
@@ -86,13 +96,16 @@ def _iter_parquet(path: Path, batch_size: int = 256) -> Iterator[tuple[str, Any]
         raise ValueError(f"{path}: not a readable parquet file ({err})") from None
 
 
-def numbered_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def numbered_records(
+    path: str | Path, torn: list[str] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """The one reader of local row files: ``(where, row)`` per JSON object.
 
     JSON Lines, one JSON array (both optionally ``.gz``) or parquet. ``where``
     names the file and line (``rows.jsonl:7``) for error messages. A missing
     file, a folder, bad JSON or a row that is not an object is a ValueError or
-    FileNotFoundError that names the file and line.
+    FileNotFoundError that names the file and line. With ``torn`` (a list),
+    bad lines and non-objects are listed there and skipped instead.
     """
     file = Path(path)
     if file.is_dir():
@@ -100,7 +113,11 @@ def numbered_records(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such file")
     parquet = file.name.endswith(".parquet")
-    for where, record in _iter_parquet(file) if parquet else _iter_json_file(file):
+    records = _iter_parquet(file) if parquet else _iter_json_file(file, torn)
+    for where, record in records:
+        if not isinstance(record, dict) and torn is not None:
+            torn.append(where)
+            continue
         if not isinstance(record, dict):
             raise ValueError(
                 f"{where}: expected a JSON object per row, got "
