@@ -84,26 +84,48 @@ class SeaLongPlugin(BasePlugin):
 
 
 # Secrets taken out of Axolotl's config before it logs it (its "config:" log
-# line, copied to output_dir/debug.log) and hands it around; label_settings puts
-# them back for the labeling run only.
-_HIDDEN: dict[str, Any] = {}
+# line, copied to output_dir/debug.log): the config keeps a token naming the
+# secret in this process; label_settings swaps it back for the labeling run.
+_HIDDEN: dict[str, str] = {}
+_TOKEN = "[hidden by axolotl_sealong: "
 
 
 def hide_secrets(cfg: Any) -> None:
-    """Move ``sealong_*`` secrets out of Axolotl's config (kept in this process).
+    """Replace ``sealong_*`` secrets in Axolotl's config by tokens.
 
     Axolotl logs its whole config after plugins register and tees the log to
     ``output_dir/debug.log``; it redacts only its own key fields. Its
     "config-loaded" telemetry event (on unless AXOLOTL_DO_NOT_TRACK=1) comes
     before any plugin runs, so a key is safest in $OPENAI_API_KEY, not a YAML.
     """
+    import secrets
+
     from axolotl_sealong.config import SECRET_FIELDS, YAML_PREFIX
 
     for name in SECRET_FIELDS:
         key = YAML_PREFIX + name
-        if cfg.get(key) is not None:
-            _HIDDEN[key] = cfg[key]
-            cfg[key] = None
+        value = cfg.get(key)
+        if isinstance(value, str) and not value.startswith(_TOKEN):
+            token = f"{_TOKEN}{secrets.token_hex(8)}]"
+            _HIDDEN[token] = value
+            cfg[key] = token
+
+
+def _reveal(cfg: Any) -> Any:
+    """The config with hidden secrets put back (for LabelConfig only)."""
+    from axolotl_sealong.config import SECRET_FIELDS, YAML_PREFIX
+
+    keys = [YAML_PREFIX + name for name in SECRET_FIELDS]
+    tokens = {k: cfg.get(k) for k in keys if str(cfg.get(k)).startswith(_TOKEN)}
+    if not tokens:
+        return cfg
+    missing = [k for k, t in tokens.items() if t not in _HIDDEN]
+    if missing:
+        raise ValueError(
+            f"{', '.join(missing)} was hidden by another process: set "
+            "$OPENAI_API_KEY instead of the YAML key"
+        )
+    return {**dict(cfg), **{k: _HIDDEN[t] for k, t in tokens.items()}}
 
 
 def training_mode(cfg: Any) -> str:
@@ -124,8 +146,7 @@ def label_settings(cfg: Any) -> Any:
     """LabelConfig of the recipe (``recipe.label_config``, as the CLI reads it)."""
     from axolotl_sealong.recipe import label_config
 
-    hidden = {k: v for k, v in _HIDDEN.items() if cfg.get(k) is None}
-    return label_config({**dict(cfg), **hidden} if hidden else cfg)
+    return label_config(_reveal(cfg))
 
 
 def _row_length(tokenizer: Any, template: str, messages: list[dict[str, str]]) -> int:

@@ -232,3 +232,24 @@ def test_reused_labels_are_checked_against_the_served_model(tiny_llama_dir, tmp_
     # naming the model is a new labels folder
     named = cfg.model_copy(update={"openai_model": "round2"})
     assert labels_key(named, ["q"]) != labels_key(cfg, ["q"])
+
+
+def test_a_hidden_key_stays_with_its_own_config(tiny_llama_dir, tmp_path):
+    """Two configs in one process: the second never gets the first one's key."""
+    import yaml
+    from axolotl.cli.config import load_cfg
+    from test_plugin_e2e import _recipe
+
+    from axolotl_sealong.plugin import label_settings
+
+    path = _recipe(tmp_path, tiny_llama_dir, "orpo")
+    plain = load_cfg(str(path))
+    recipe = yaml.safe_load(path.read_text())
+    recipe["sealong_openai_api_key"] = SECRET
+    keyed = tmp_path / "keyed.yml"
+    keyed.write_text(yaml.safe_dump(recipe))
+    with_key = load_cfg(str(keyed))
+    assert SECRET not in json.dumps(dict(with_key), default=str)
+    assert label_settings(with_key).openai_api_key == SECRET
+    assert label_settings(plain).openai_api_key is None
+    assert label_settings(load_cfg(str(path))).openai_api_key is None

@@ -186,10 +186,15 @@ def _load_cfg(path: Path):
 
 def test_bad_key_is_caught_at_config_validation(tiny_llama_dir, tmp_path):
     recipe = _recipe(tmp_path, tiny_llama_dir, "orpo", sealong_num_samples=1)
-    with pytest.raises(Exception, match="sealong_num_samples: num_samples must be"):
+    with pytest.raises(
+        Exception, match=r"sealong_num_samples \(--num-samples\) = 1: num_samples must"
+    ):
         _load_cfg(recipe)
     typo = _recipe(tmp_path, tiny_llama_dir, "orpo", sealong_num_sample=8)
-    with pytest.raises(Exception, match="unknown setting.*sealong_num_sample:"):
+    with pytest.raises(
+        Exception,
+        match=r"unknown setting.*sealong_num_sample \(did you mean sealong_num_samples",
+    ):
         _load_cfg(typo)
     cfg = _load_cfg(_recipe(tmp_path, tiny_llama_dir, "orpo"))
     assert cfg.sealong_num_samples == 3  # declared keys survive validation

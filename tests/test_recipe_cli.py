@@ -114,7 +114,8 @@ def test_flags_override_the_recipe_before_it_is_read(tiny_llama_dir, tmp_path):
     [
         ("- a\n- b\n", "the YAML is a list, not a mapping"),
         ("base_model: [unclosed\n", "not valid YAML"),
-        ("sequence_len: 1024\n", "no datasets: entry has type: axolotl_sealong"),
+        ("sequence_len: 4096\n", "no datasets: entry has type: axolotl_sealong"),
+        ("sequence_len: 1024\n", "sequence_len 1024 leaves no room for a prompt"),
     ],
 )
 def test_unreadable_recipes_are_named(tmp_path, capsys, text, match):

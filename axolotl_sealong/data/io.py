@@ -107,14 +107,7 @@ def numbered_records(
     FileNotFoundError that names the file and line. With ``torn`` (a list),
     bad lines and non-objects are listed there and skipped instead.
     """
-    file = Path(path)
-    if file.is_dir():
-        raise FileNotFoundError(f"{file} is a folder: give a .jsonl, .json or .parquet")
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: no such file")
-    parquet = file.name.endswith(".parquet")
-    records = _iter_parquet(file) if parquet else _iter_json_file(file, torn)
-    for where, record in records:
+    for where, record in _any_records(Path(path), torn):
         if not isinstance(record, dict) and torn is not None:
             torn.append(where)
             continue
@@ -124,6 +117,20 @@ def numbered_records(
                 f"{type(record).__name__} {_short(record)}"
             )
         yield where, record
+
+
+def _any_records(
+    file: Path, torn: list[str] | None = None
+) -> Iterator[tuple[str, Any]]:
+    """``(where, record)`` of an existing file, objects or not (data builders
+    count non-objects as a skip reason; row files refuse them)."""
+    if file.is_dir():
+        raise FileNotFoundError(f"{file} is a folder: give a .jsonl, .json or .parquet")
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no such file")
+    if file.name.endswith(".parquet"):
+        return _iter_parquet(file)
+    return _iter_json_file(file, torn)
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -142,7 +149,7 @@ def iter_records(
     dataset folder read by ``datasets`` with ``streaming=True``."""
     path = Path(source)
     if is_local(source) and not path.is_dir():
-        for _, record in numbered_records(path):
+        for _, record in _any_records(path):
             yield record
         return
     # An HF id, or a local folder in a layout `datasets` understands (a clone
