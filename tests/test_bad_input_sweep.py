@@ -268,6 +268,11 @@ CASES: dict[str, Case] = {
         ),
         ["cannot list models at http://127.0.0.1:9/v1/models", "/v1"],
     ),
+    # ---- sealong bench
+    "bench --prompt-tokens that are not numbers": lambda t, m: (
+        ["bench", "sampling", "--model", str(m), "--prompt-tokens", "2k"],
+        ["--prompt-tokens '2k': give prompt lengths in tokens"],
+    ),
     # ---- sealong data
     "data --tokenizer that does not exist": lambda t, m: (
         ["data", "synth", "--out", str(t / "s.jsonl"), "--num", "2"]

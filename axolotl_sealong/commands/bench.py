@@ -40,7 +40,13 @@ def run_sampling(args: argparse.Namespace) -> int:
     from axolotl_sealong.bench import bench_sampling
 
     engines = [e.strip() for e in args.engines.split(",")] if args.engines else None
-    tokens = tuple(int(t) for t in args.prompt_tokens.split(","))
+    try:
+        tokens = tuple(int(t) for t in args.prompt_tokens.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--prompt-tokens {args.prompt_tokens!r}: give prompt lengths in "
+            "tokens, comma-separated (e.g. 2048,6144)"
+        ) from None
 
     def progress(row: dict[str, Any]) -> None:
         print(json.dumps(row), file=sys.stderr, flush=True)
