@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
-from axolotl_sealong.config import YAML_PREFIX, LabelConfig
+from axolotl_sealong.config import YAML_PREFIX, LabelConfig, describe_validation_error
 
 STRATEGY = "axolotl_sealong.self_label"
 RL_FOR_MODE = {"orpo": "orpo", "dpo": "dpo", "sft": None}
@@ -73,10 +73,7 @@ class _SeaLongPluginArgs(BaseModel):
         try:
             LabelConfig.from_yaml_dict(keys | {"base_model": data.get("base_model")})
         except ValidationError as err:
-            first = err.errors()[0]
-            name = YAML_PREFIX + str(first["loc"][0]) if first["loc"] else "sealong"
-            msg = str(first["msg"]).removeprefix("Value error, ")
-            raise ValueError(f"{name}: {msg}") from None
+            raise ValueError(describe_validation_error(err)) from None
         mode = data.get("sealong_mode")
         rl = data.get("rl")
         rl = getattr(rl, "value", rl)

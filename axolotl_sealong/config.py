@@ -7,12 +7,14 @@ same settings the same way. Validation happens before any model loads.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -24,6 +26,9 @@ from axolotl_sealong.mbr import REJECTED_RULES, UTILITIES
 from axolotl_sealong.prompts import DEFAULT_STRATEGY, INSTRUCTIONS
 
 YAML_PREFIX = "sealong_"
+# Settings never written to disk, logged or hashed (shown as "***" when set).
+SECRET_FIELDS = ("openai_api_key",)
+SECRET_MASK = "***"
 # Keys of the Axolotl plugin alone (args.py): how to train on the labeled rows.
 PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long", "orpo_nll")
 # Settings that take one of a few names (kept as str so new names need no migration).
@@ -32,7 +37,10 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "utility": UTILITIES,
     "rejected": REJECTED_RULES,
     "embedder_long_text": LONG_TEXT_RULES,
+    "dtype": ("auto", "float32", "bfloat16", "float16"),
 }
+# cpu, cuda, cuda:N, mps, xpu, xpu:N (what torch.device takes for sampling)
+_DEVICE = re.compile(r"(cpu|mps|(cuda|xpu)(:\d+)?)")
 
 
 def split_urls(value: str) -> list[str]:
@@ -182,7 +190,10 @@ class LabelConfig(BaseModel):
     )
     openai_api_key: str | None = Field(
         default=None,
-        description="openai engine: bearer token (default: $OPENAI_API_KEY if set).",
+        repr=False,
+        description="openai engine: bearer token (default: $OPENAI_API_KEY if set; "
+        "prefer the variable: a key in a YAML file or on a command line is easy to "
+        "leak). Never written to diagnostics.json nor part of any hash.",
     )
     openai_concurrency: int = Field(
         default=8,
@@ -229,6 +240,13 @@ class LabelConfig(BaseModel):
         description="sentence-transformers model for MBR: folder, hub id "
         f"(the paper: jinaai/jina-embeddings-v3), or {EMBEDDED_EMBEDDER!r}.",
     )
+    embedder_trust_remote_code: bool = Field(
+        default=False,
+        description="Let the embedder run code from its own repository "
+        "(transformers' trust_remote_code). jinaai/jina-embeddings-v3, the "
+        "paper's embedder, needs it (the GPU recipes set it); off by default, "
+        "never turned on by a name.",
+    )
     embedder_long_text: str = Field(
         default="chunk_mean",
         description="Outputs longer than the embedder window: chunk_mean (embed "
@@ -272,6 +290,11 @@ class LabelConfig(BaseModel):
     def _t(cls, v: float) -> float:
         if v < 0:
             raise ValueError("temperature must be >= 0 (0 is greedy)")
+        if v == 0:
+            raise ValueError(
+                "temperature 0 makes all N samples identical, so MBR has nothing "
+                "to choose from: set temperature > 0 (the paper uses 0.7)"
+            )
         return v
 
     @field_validator("top_p")
@@ -288,11 +311,20 @@ class LabelConfig(BaseModel):
         "openai_concurrency",
         "vllm_tensor_parallel_size",
         "vllm_max_num_seqs",
+        "max_questions",
+        "max_model_len",
     )
     @classmethod
     def _positive(cls, v: int | None) -> int | None:
         if v is not None and v < 1:
             raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        if v is not None and not _DEVICE.fullmatch(v):
+            raise ValueError("use cpu, cuda, cuda:N (a GPU index), mps or xpu")
         return v
 
     @field_validator("openai_retries")
@@ -316,7 +348,7 @@ class LabelConfig(BaseModel):
     def _server_args(cls, v: str | None) -> str | None:
         from axolotl_sealong.sampling_server import parse_server_args
 
-        parse_server_args(v)
+        parse_server_args(v, named=False)
         return v
 
     @field_validator("openai_timeout", "openai_backoff", "vllm_server_start_timeout")
@@ -358,11 +390,28 @@ class LabelConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _greedy(self) -> LabelConfig:
-        if self.temperature == 0:
+    def _combinations(self) -> LabelConfig:
+        # errors here involve two settings: each message names both
+        if self.hf_method == "expand" and self.hf_batch_questions > 1:
             raise ValueError(
-                "temperature 0 makes all N samples identical, so MBR has nothing "
-                "to choose from: set temperature > 0 (the paper uses 0.7)"
+                f"hf_method expand decodes one question at a time, but "
+                f"hf_batch_questions is {self.hf_batch_questions}: set "
+                "sealong_hf_batch_questions / --hf-batch-questions to 1, or use "
+                "hf_method shared_prefix (the default), which batches questions"
+            )
+        if self.max_model_len is not None and self.max_model_len <= self.max_new_tokens:
+            raise ValueError(
+                f"max_model_len {self.max_model_len} leaves no room for a prompt "
+                f"after max_new_tokens {self.max_new_tokens}: raise "
+                "sealong_max_model_len / --max-model-len or lower "
+                "sealong_max_new_tokens / --max-new-tokens"
+            )
+        if self.sampler == "openai" and self.adapter:
+            raise ValueError(
+                "sampler openai samples whatever the server serves, so adapter "
+                f"{self.adapter!r} would be ignored: serve it there (vllm serve "
+                "--enable-lora --lora-modules NAME=PATH) and set sealong_openai_model "
+                "/ --openai-model to NAME, instead of sealong_adapter"
             )
         if self.sampler == "openai" and not self.openai_base_urls:
             raise ValueError(
@@ -370,6 +419,25 @@ class LabelConfig(BaseModel):
                 "--openai-base-urls), e.g. http://127.0.0.1:8000/v1"
             )
         return self
+
+    def public_settings(self) -> dict[str, Any]:
+        """Every setting, secrets shown as ``"***"``: what diagnostics.json records."""
+        values = self.model_dump()
+        for name in SECRET_FIELDS:
+            if values.get(name) is not None:
+                values[name] = SECRET_MASK
+        return values
+
+    def hashable_settings(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Every setting but ``exclude``, secrets as None: for folder keys.
+
+        A secret hashes as None whether set or not, so the folder a run names
+        never depends on (or reveals anything about) the key.
+        """
+        values = self.model_dump(exclude=set(exclude))
+        for name in SECRET_FIELDS:
+            values[name] = None
+        return values
 
     @classmethod
     def from_yaml_dict(cls, cfg: dict[str, Any]) -> LabelConfig:
@@ -389,11 +457,41 @@ class LabelConfig(BaseModel):
         known = set(cls.model_fields)
         unknown = sorted(set(values) - known)
         if unknown:
-            names = sorted(YAML_PREFIX + k for k in known | set(PLUGIN_ONLY_KEYS))
-            valid = ", ".join(names)
             raise ValueError(
-                "unknown setting(s) "
-                + ", ".join(YAML_PREFIX + k for k in unknown)
-                + f": valid keys are {valid}"
+                unknown_keys_message(unknown, known | set(PLUGIN_ONLY_KEYS))
             )
         return cls(**values)
+
+
+def unknown_keys_message(unknown: list[str], known: set[str]) -> str:
+    """Name each unknown ``sealong_*`` key with its closest valid key."""
+    import difflib
+
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        hint = f" (did you mean {YAML_PREFIX}{close[0]}?)" if close else ""
+        parts.append(f"{YAML_PREFIX}{key}{hint}")
+    return (
+        f"unknown setting(s) {', '.join(parts)}: valid keys are listed by "
+        "`sealong label --help` (as flags) and in the README's settings table"
+    )
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """A pydantic error on LabelConfig as the user wrote it: key, flag, value, fix.
+
+    One line per problem, e.g. ``sealong_top_p (--top-p) = 0.0: top_p must be
+    in (0, 1]``. Secrets are never echoed.
+    """
+    lines = []
+    for item in err.errors():
+        msg = str(item["msg"]).removeprefix("Value error, ")
+        if not item["loc"]:  # a check across settings: its message names them
+            lines.append(msg)
+            continue
+        name = str(item["loc"][0])
+        value = SECRET_MASK if name in SECRET_FIELDS else item.get("input")
+        flag = "--" + name.replace("_", "-")
+        lines.append(f"{YAML_PREFIX}{name} ({flag}) = {value!r}: {msg}")
+    return "; ".join(lines)

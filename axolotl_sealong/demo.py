@@ -387,7 +387,7 @@ def label_summary(folder: Path, tokenizer: Any) -> dict[str, Any]:
         lengths = [
             len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in samples
         ]
-        every += scores
+        every += [s for s in scores if s is not None]  # blank samples have none
         len_all += lengths
         if row.get("rejected") is not None:
             chosen.append(scores[row["chosen"]])
@@ -425,7 +425,9 @@ def pick_by_n(scored: list[dict[str, Any]], settings: dict[str, Any]) -> list[An
     if not scored:
         return []
     embedder = Embedder(
-        resolve_model(settings["embedder"]), long_text=settings["embedder_long_text"]
+        resolve_model(settings["embedder"]),
+        long_text=settings["embedder_long_text"],
+        trust_remote_code=bool(settings.get("embedder_trust_remote_code")),
     )
     texts = [t for row in scored for t in row["samples"]]
     emb = np.asarray(embedder.encode(texts, show_progress=False))

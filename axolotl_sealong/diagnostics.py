@@ -24,7 +24,8 @@ def subem_diagnostics(scored: Sequence[dict[str, Any]]) -> dict[str, Any]:
     pairs = 0
     for r in with_gold:
         hits = [sub_em(s, r["answers"]) for s in r["samples"]]
-        sums["mbr_pick"] += hits[r["chosen"]]
+        # no pick (every sample blank but one) counts as a miss
+        sums["mbr_pick"] += hits[r["chosen"]] if r["chosen"] is not None else 0.0
         sums["random_sample"] += hits[r["random_pick"]]
         sums["sample_mean"] += sum(hits) / len(hits)
         sums["oracle"] += max(hits)

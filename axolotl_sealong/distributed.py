@@ -138,20 +138,20 @@ def wait_done(
 
 def merge_outputs(parts: Sequence[Path], out: Path, files: Sequence[str]) -> None:
     """Concatenate each shard's jsonl files into ``out`` (rank order)."""
+    from axolotl_sealong.data.io import write_jsonl
+
     out.mkdir(parents=True, exist_ok=True)
     for name in files:
-        tmp = out / (name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            for part in parts:
-                path = part / name
-                if path.exists():
-                    fh.write(path.read_text(encoding="utf-8"))
-        tmp.replace(out / name)
+        write_jsonl(
+            out / name, [row for part in parts for row in _read_jsonl(part / name)]
+        )
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    """A shard's rows (none when the shard wrote no such file)."""
+    from axolotl_sealong.data.io import read_rows
+
+    return read_rows(path) if path.exists() else []
 
 
 def merge_in_order(parts: Sequence[Path], out: Path, order: Sequence[str]) -> None:

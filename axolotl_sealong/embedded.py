@@ -116,3 +116,72 @@ def resolve_model(name_or_path: str) -> str:
     if name_or_path == EMBEDDED_EMBEDDER:
         return str(minilm_dir())
     return name_or_path
+
+
+EMBEDDED_NAMES = (EMBEDDED_MODEL, EMBEDDED_EMBEDDER)
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def check_model_source(
+    name: str,
+    setting: str,
+    needs: tuple[str, ...] = ("config.json",),
+    what: str = "a model folder",
+    revision: str | None = None,
+) -> str:
+    """Resolve a model-like name and check it before anything loads.
+
+    ``name`` is an ``embedded:*`` name, a local folder, or a hub id.
+    ``setting`` names where it came from (e.g. ``model (sealong_model /
+    --model)``) for the message; ``needs`` are files of which the folder must
+    hold at least one. Returns the local path or hub id to load. A missing
+    folder, a folder without those files, a malformed hub id, or (with
+    ``HF_HUB_OFFLINE`` set) a hub id not in the local cache is a
+    FileNotFoundError or ValueError naming the setting, the value and the fix.
+    """
+    fix = f"set {setting} to {what}, a hub id (org/name) or an embedded name"
+    if name.startswith("embedded:") and name not in EMBEDDED_NAMES:
+        raise ValueError(
+            f"{setting} {name!r} is not an embedded name: use one of "
+            f"{', '.join(EMBEDDED_NAMES)}, a local folder or a hub id"
+        )
+    resolved = resolve_model(name)
+    path = Path(resolved).expanduser()
+    looks_like_path = (
+        resolved.startswith((".", "/", "~"))
+        or path.exists()
+        or resolved.count("/") > 1
+        or "\\" in resolved
+    )
+    if looks_like_path:
+        if not path.is_dir():
+            raise FileNotFoundError(f"{setting} {name!r}: no such folder: {fix}")
+        if needs and not any((path / f).is_file() for f in needs):
+            raise ValueError(
+                f"{setting} {name!r} is a folder without {' or '.join(needs)}: {fix}"
+            )
+        return str(path)
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(resolved)
+    except HFValidationError as err:
+        raise ValueError(
+            f"{setting} {name!r} is neither a local folder nor a valid hub id "
+            f"({err}): {fix}"
+        ) from None
+    if _offline():
+        from huggingface_hub import snapshot_download
+
+        try:
+            snapshot_download(resolved, revision=revision, local_files_only=True)
+        except Exception as err:  # noqa: BLE001 - any miss means "not cached"
+            raise FileNotFoundError(
+                f"{setting} {name!r} is not a local folder, and as a hub id it is "
+                "not in the local Hugging Face cache while HF_HUB_OFFLINE is set: "
+                f"download it first, or {fix}"
+            ) from err
+    return resolved

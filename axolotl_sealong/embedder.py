@@ -13,14 +13,13 @@ the rules can be compared. All windows of all texts go through one batched
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from axolotl_sealong.embedded import EMBEDDED_EMBEDDER, resolve_model
+from axolotl_sealong.embedded import EMBEDDED_EMBEDDER, check_model_source
 
 LOG = logging.getLogger(__name__)
 
@@ -28,38 +27,48 @@ LONG_TEXT_RULES: tuple[str, ...] = ("chunk_mean", "tail", "head")
 JINA_V3 = "jinaai/jina-embeddings-v3"
 
 
-def check_embedder(name_or_path: str) -> str:
+def check_embedder(name_or_path: str, trust_remote_code: bool = False) -> str:
     """Resolve and check an embedder before any sampling is spent.
 
-    Returns the local path or hub id to load. Raises ``FileNotFoundError``
-    naming the setting when a path does not exist, or when the hub is offline
-    and the id is not in the local cache.
+    Returns the local path or hub id to load. A missing folder, a folder that
+    is no model, an unknown ``embedded:`` name, a hub id the offline hub does
+    not have, or jina-embeddings-v3 (which runs its own code) without
+    ``embedder_trust_remote_code`` raises an error naming the setting.
     """
-    resolved = resolve_model(name_or_path)
-    path = Path(resolved).expanduser()
-    looks_like_path = (
-        resolved.startswith((".", "/", "~")) or path.exists() or resolved.count("/") > 1
+    setting = "embedder (sealong_embedder / --embedder)"
+    resolved = check_model_source(
+        name_or_path,
+        setting,
+        needs=("modules.json", "config.json"),
+        what="a sentence-transformers folder",
     )
-    if looks_like_path:
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"embedder {name_or_path!r} is not a folder: set `embedder` "
-                f"(sealong_embedder) to a sentence-transformers folder, a hub id, "
-                f"or {EMBEDDED_EMBEDDER!r}"
-            )
-        return str(path)
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        from huggingface_hub import snapshot_download
+    if needs_remote_code(resolved) and not trust_remote_code:
+        raise ValueError(
+            f"{setting} {name_or_path!r} runs code from its repository "
+            "(trust_remote_code): set embedder_trust_remote_code: true "
+            "(sealong_embedder_trust_remote_code / --embedder-trust-remote-code "
+            "true) if you trust it, as the paper's recipes do, or use another "
+            "embedder"
+        )
+    return resolved
+
+
+def needs_remote_code(name_or_path: str) -> bool:
+    """Whether the model's code lives in its repository (``auto_map``).
+
+    jina-embeddings-v3 does; a local folder says so in its config.json.
+    """
+    if "jina-embeddings-v3" in name_or_path.lower():
+        return True
+    config = Path(name_or_path).expanduser() / "config.json"
+    if config.is_file():
+        import json
 
         try:
-            snapshot_download(resolved, local_files_only=True)
-        except Exception as err:  # noqa: BLE001 - any miss means "not cached"
-            raise FileNotFoundError(
-                f"embedder {resolved!r} is not in the local Hugging Face cache and "
-                f"HF_HUB_OFFLINE is set: download it first, point `embedder` at a "
-                f"local folder, or use {EMBEDDED_EMBEDDER!r}"
-            ) from err
-    return resolved
+            return "auto_map" in json.loads(config.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            return False
+    return False
 
 
 class Embedder:
@@ -74,6 +83,7 @@ class Embedder:
         long_text: str = "chunk_mean",
         task: str | None = None,
         max_tokens: int | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         if long_text not in LONG_TEXT_RULES:
             raise ValueError(
@@ -83,10 +93,13 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         self.name = name_or_path
-        path = check_embedder(name_or_path)
-        remote = JINA_V3 in path or "jina" in path.lower()
-        self.model = SentenceTransformer(path, device=device, trust_remote_code=remote)
-        if task is None and remote:
+        path = check_embedder(name_or_path, trust_remote_code)
+        # code from the embedder's repository runs only when asked for
+        # (embedder_trust_remote_code), never because of a name
+        self.model = SentenceTransformer(
+            path, device=device, trust_remote_code=trust_remote_code
+        )
+        if task is None and JINA_V3 in path:
             task = "text-matching"  # what the paper's code passes to jina v3
         self.task = task
         self.batch_size = batch_size

@@ -10,20 +10,22 @@ Where the data comes from (first match wins):
 
 * LongBench: ``--metadata '{"longbench_dir": DIR}'``, else ``$SEALONG_LONGBENCH_DIR``,
   else the Hugging Face parquet mirror ``Xnhyacinth/LongBench`` (the one lm-eval's
-  own ``longbench`` tasks use). ``DIR`` holds one ``<subset>.jsonl`` per subset in
-  the LongBench schema (``context``, ``input`` or ``question``, ``answers``).
+  own ``longbench`` tasks use; its rows wrap the context in LongBench's prompt
+  and are unwrapped here, see ``MIRROR_CONTEXT``). ``DIR`` holds one
+  ``<subset>.jsonl`` per subset in the LongBench schema (``context``, ``input``
+  or ``question``, ``answers``).
 * Synthetic held-out set: ``--metadata '{"synth_eval_path": FILE}'``, else
   ``$SEALONG_SYNTH_EVAL``, else ``<SEALONG_CACHE>/synth/eval.jsonl``. Rows have
   ``context``, ``question``, ``answers`` and ``num_tokens``.
 
 Prompts too long for the model are cut in the middle of the context (LongBench's
-rule) when the model's tokenizer and context length are known; see
+rule) when the model's tokenizer and context length are known, by
+``prompts.fit_prompt``, the function that cuts training prompts too; see
 :func:`fit_context` and the task README.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,7 +33,12 @@ from pathlib import Path
 from typing import Any
 
 from axolotl_sealong.metrics import extract_final_answer, sub_em
-from axolotl_sealong.prompts import build_user_prompt, instruction
+from axolotl_sealong.prompts import (
+    build_user_prompt,
+    fit_prompt,
+    instruction,
+    prompt_tokens,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -103,22 +110,12 @@ def found_by_default() -> bool:
 # --------------------------------------------------------------------------- #
 # Reading and checking rows
 # --------------------------------------------------------------------------- #
-def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """``(line number, row)`` pairs; bad JSON names the file and line."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
-            rows.append((lineno, row))
+def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(file:line, row)`` pairs from the package's one row reader; no rows is
+    an error."""
+    from axolotl_sealong.data.io import numbered_records
+
+    rows = list(numbered_records(path))
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
@@ -154,15 +151,113 @@ def _require_answers(row: Mapping[str, Any], where: str) -> list[str]:
     return list(answers)
 
 
+# The default source, the Hugging Face mirror Xnhyacinth/LongBench, is not
+# THUDM's schema. It is built by NVIDIA/kvpress's
+# evaluation/benchmarks/longbench/create_huggingface_dataset.py (read at kvpress
+# commit 8bb29b9c; unchanged in what it writes since it was added in 6c90873,
+# 2025-03-19, and pushed to Xnhyacinth/LongBench by its author), which, per
+# subset, from THUDM/LongBench's rows:
+#   context  <- context_prefix[task].format(context=...): LongBench's own task
+#               prompt wrapped around the passages ("Answer the question based on
+#               the given passages. Only give me the answer ...");
+#   question <- question_template[task].format(input=...) ("Question: {input}\n",
+#               "\n\n" for narrativeqa and qasper); the column `input` renamed;
+#   + answer_prefix ("Answer:"), task, max_new_tokens; answers, length, dataset,
+#     language, all_classes and _id kept.
+# Taken as they are, those columns would put LongBench's "only give the answer"
+# instruction inside the SEALONG prompt and a "Question:" label before the
+# question. Rows in that layout are unwrapped back to THUDM's context and input
+# (and refused if the wrapper does not match, rather than used wrongly).
+_PASSAGES = (
+    "Answer the question based on the given passages. Only give me the answer "
+    "and do not output any other words."
+)
+_PASSAGES_CONTEXT = (
+    _PASSAGES
+    + "\n\nThe following are given passages.\n{context}\n\n"
+    + _PASSAGES
+    + "\n\n"
+)
+_QASPER_RULE = (
+    "as concisely as you can, using a single phrase or sentence if possible. If "
+    "the question cannot be answered based on the information in the article, "
+    'write "unanswerable". If the question is a yes/no question, answer "yes", '
+    '"no", or "unanswerable". Do not provide any explanation.'
+)
+_STORY_RULE = (
+    "asconcisely as you can, using a single phrase if possible. Do not provide "
+    "any explanation."
+)
+MIRROR_CONTEXT: dict[str, str] = {
+    "narrativeqa": "You are given a story, which can be either a novel or a movie "
+    "script, and a question. Answer the question " + _STORY_RULE + "\n\nStory: "
+    "{context}\n\nNow, answer the question based on the story " + _STORY_RULE + "\n\n",
+    "qasper": "You are given a scientific article and a question. Answer the "
+    "question " + _QASPER_RULE + "\n\nArticle: {context}\n\n Answer the question "
+    "based on the above article " + _QASPER_RULE + "\n\n",
+    "multifieldqa_en": "Read the following text and answer briefly.\n\n{context}"
+    "\n\nNow, answer the following question based on the above text, only give "
+    "me the answer and do not output any other words.\n\n",
+    "hotpotqa": _PASSAGES_CONTEXT,
+    "2wikimqa": _PASSAGES_CONTEXT,
+    "musique": _PASSAGES_CONTEXT,
+}
+MIRROR_QUESTION: dict[str, str] = {
+    subset: "Question: {input}\n\n"
+    if subset in ("narrativeqa", "qasper")
+    else "Question: {input}\n"
+    for subset in MIRROR_CONTEXT
+}
+
+
+def _unwrap(template: str, slot: str, text: str) -> str | None:
+    """``text`` without the template around ``{slot}``; None if it does not fit."""
+    head, tail = template.split("{" + slot + "}")
+    if len(text) >= len(head) + len(tail) and text.startswith(head):
+        if text.endswith(tail):
+            return text[len(head) : len(text) - len(tail)]
+    return None
+
+
+def _from_mirror_layout(
+    row: Mapping[str, Any], where: str, subset: str | None
+) -> tuple[str, str] | None:
+    """THUDM's (context, input) of a row in the mirror's layout; None otherwise."""
+    question = row.get("question")
+    if subset not in MIRROR_CONTEXT or "input" in row or not isinstance(question, str):
+        return None
+    plain = _unwrap(MIRROR_QUESTION[subset], "input", question)
+    if plain is None and "answer_prefix" not in row:
+        return None  # a plain `question` column (a local file of another layout)
+    context = _require_str(row, ("context",), where)
+    raw = _unwrap(MIRROR_CONTEXT[subset], "context", context)
+    if plain is None or raw is None:
+        raise ValueError(
+            f"{where}: this row has the mirror's columns (question, answer_prefix) "
+            f"but its {'question' if plain is None else 'context'} is not wrapped "
+            "the way NVIDIA/kvpress's create_huggingface_dataset.py wraps it, so "
+            "the SEALONG prompt cannot be rebuilt from it: set "
+            f"${ENV_LONGBENCH_DIR} to a folder of THUDM's <subset>.jsonl files"
+        )
+    return raw, plain
+
+
 def normalize_longbench_row(
-    row: Mapping[str, Any], where: str, index: int
+    row: Mapping[str, Any], where: str, index: int, subset: str | None = None
 ) -> dict[str, Any]:
-    """A LongBench row (``input`` in THUDM's files, ``question`` in the mirror)."""
+    """A LongBench row: THUDM's (``context``, ``input``), or the mirror's layout
+    (``question`` and a wrapped ``context``, unwrapped here; see above)."""
     length = row.get("length")
+    mirror = _from_mirror_layout(row, where, subset)
+    if mirror is not None:
+        context, question = mirror
+    else:
+        context = _require_str(row, ("context",), where)
+        question = _require_str(row, ("input", "question"), where)
     return {
         "id": str(row.get("_id") or row.get("id") or index),
-        "context": _require_str(row, ("context",), where),
-        "input": _require_str(row, ("input", "question"), where),
+        "context": context,
+        "input": question,
         "answers": _require_answers(row, where),
         "length": int(length) if isinstance(length, int | float) else -1,
     }
@@ -238,57 +333,41 @@ def _count(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def prompt_tokens(tokenizer: Any, prompt: str) -> int:
-    """Tokens of the prompt as one chat user turn (plain text without a template)."""
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}],
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-        return _count(tokenizer, text)
-    return _count(tokenizer, prompt)
-
-
 def fit_context(
     doc: dict[str, Any], tokenizer: Any, budget: int, mode: str, where: str
 ) -> dict[str, Any]:
     """Cut the middle of ``doc["context"]`` until the prompt fits ``budget`` tokens.
 
-    ``mode="error"`` refuses instead. The question and instruction at the end and
-    the chat header at the start are never cut (LongBench's official rule cuts
-    the middle of the prompt; lm-eval's ``hf`` model would cut the start).
+    ``mode="error"`` refuses instead. The rule is ``prompts.fit_prompt``, the
+    one self-labeling uses (``pipeline.fit_prompts``): the question and
+    instruction at the end and the chat header at the start are never cut
+    (LongBench's official rule cuts the middle of the prompt; lm-eval's ``hf``
+    model would cut the start).
     """
-    total = prompt_tokens(tokenizer, doc_to_text(doc))
-    if total <= budget:
+    strategy = doc.get("prompt_strategy") or STRATEGY
+    whole = fit_prompt(
+        tokenizer, doc["context"], doc["input"], strategy, budget, truncate=False
+    )
+    if whole is not None:
         return doc
     if mode == "error":
+        total = prompt_tokens(tokenizer, doc_to_text(doc))
         raise ValueError(
             f"{where}: the prompt is {total} tokens, over the budget of {budget} "
             "(max_length - max_gen_toks); pass --metadata "
             '\'{"truncation": "middle"}\' to cut the middle of the context'
         )
-    ids = tokenizer(doc["context"], add_special_tokens=False)["input_ids"]
-    keep = len(ids) - (total - budget)
-    context = doc["context"]
-    for _ in range(8):  # decoding and re-encoding can shift a few tokens
-        if keep <= 0:
-            raise ValueError(
-                f"{where}: the prompt does not fit in {budget} tokens even with an "
-                "empty context; raise max_length or lower max_gen_toks"
-            )
-        head = tokenizer.decode(ids[: keep // 2], skip_special_tokens=True)
-        tail = tokenizer.decode(
-            ids[len(ids) - (keep - keep // 2) :], skip_special_tokens=True
+    fitted = fit_prompt(tokenizer, doc["context"], doc["input"], strategy, budget)
+    if fitted is None:
+        raise ValueError(
+            f"{where}: the prompt does not fit in {budget} tokens, even with the "
+            "middle of its context cut; raise max_length or lower max_gen_toks"
         )
-        context = head + tail
-        total = prompt_tokens(tokenizer, doc_to_text({**doc, "context": context}))
-        if total <= budget:
-            break
-        keep -= total - budget
-    else:
-        raise ValueError(f"{where}: could not fit the prompt in {budget} tokens")
-    return {**doc, "context": context, "context_tokens_cut": len(ids) - keep}
+    return {
+        **doc,
+        "context": fitted.context,
+        "context_tokens_cut": fitted.context_tokens_cut,
+    }
 
 
 def prepare_docs(
@@ -394,8 +473,8 @@ def longbench_docs(subset: str, metadata: Mapping[str, Any]) -> list[dict[str, A
                 f"folder {folder} (one <subset>.jsonl per subset)"
             )
         return [
-            normalize_longbench_row(row, f"{path}:{lineno}", i)
-            for i, (lineno, row) in enumerate(read_jsonl(path))
+            normalize_longbench_row(row, where, i, subset)
+            for i, (where, row) in enumerate(read_jsonl(path))
         ]
     import datasets
 
@@ -408,7 +487,7 @@ def longbench_docs(subset: str, metadata: Mapping[str, Any]) -> list[dict[str, A
             f"Offline, set ${ENV_LONGBENCH_DIR} to a folder of <subset>.jsonl files"
         ) from err
     return [
-        normalize_longbench_row(row, f"{repo}/{subset} row {i}", i)
+        normalize_longbench_row(row, f"{repo}/{subset} row {i}", i, subset)
         for i, row in enumerate(rows)
     ]
 
@@ -452,8 +531,8 @@ def load_synth(**metadata: Any) -> dict[str, Any]:
     """``custom_dataset`` of ``sealong_synth``."""
     path = synth_path(metadata)
     docs = [
-        normalize_synth_row(row, f"{path}:{lineno}", i)
-        for i, (lineno, row) in enumerate(read_jsonl(path))
+        normalize_synth_row(row, where, i)
+        for i, (where, row) in enumerate(read_jsonl(path))
     ]
     return _as_dataset(prepare_docs(docs, metadata, "sealong_synth"))
 

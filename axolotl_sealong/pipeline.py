@@ -18,17 +18,22 @@ from typing import Any
 
 import numpy as np
 
-from axolotl_sealong.cache import SampleStore, path_fingerprint, stable_hash
+from axolotl_sealong.cache import (
+    SampleStore,
+    model_fingerprint,
+    path_fingerprint,
+    stable_hash,
+)
 from axolotl_sealong.config import LabelConfig
+from axolotl_sealong.data.io import read_rows as read_rows, write_jsonl
 from axolotl_sealong.diagnostics import subem_diagnostics
 from axolotl_sealong.embedded import cache_root
 from axolotl_sealong.mbr import scores_from_similarity, select_pair, similarity_matrix
-from axolotl_sealong.prompts import build_user_prompt
+from axolotl_sealong.prompts import fit_prompt
 from axolotl_sealong.sampling import (
     Sampler,
     SampleRequest,
     SamplingParams,
-    chat_token_ids,
     model_max_positions,
     sampler_from_config,
 )
@@ -61,24 +66,21 @@ class LabelResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows from a local .jsonl/.json/.gz/.parquet file (the data builders' reader)."""
-    from axolotl_sealong.data.io import iter_records
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    rows = list(iter_records(str(path)))
-    if not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"{path}: expected one JSON object per row")
-    return rows
-
-
 def _answers(value: Any) -> list[str] | None:
+    """Gold answers as a list of strings (None when the row has none)."""
     if value is None:
         return None
     if isinstance(value, str):
         return [value]
-    return [str(v) for v in value]
+    return list(value)
+
+
+def _bad_answers(value: Any) -> bool:
+    if value is None or isinstance(value, str):
+        return False
+    return not (
+        isinstance(value, list | tuple) and all(isinstance(a, str) for a in value)
+    )
 
 
 def questions_from_rows(
@@ -106,6 +108,16 @@ def questions_from_rows(
                 f"{role} field {name!r} is empty or not a string in {len(bad)} "
                 f"row(s) (first: row {bad[0]}): fix or remove those rows"
             )
+    answers = cfg.answers_field
+    bad = [i for i, r in enumerate(rows) if _bad_answers(r.get(answers))]
+    if bad:
+        value = rows[bad[0]][answers]
+        raise ValueError(
+            f"answers field {answers!r} is {value!r} in row {bad[0]} ({len(bad)} "
+            "row(s) like it): give a string or a list of strings (write numbers as "
+            '"1955"), leave it out, or set answers_field (sealong_answers_field) '
+            "to the column with the gold answers"
+        )
     limit = cfg.max_questions or len(rows)
     out = []
     for i, row in enumerate(rows[:limit]):
@@ -122,35 +134,26 @@ def questions_from_rows(
     return out
 
 
-def _truncate_middle(tokenizer: Any, text: str, drop: int) -> str:
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    keep = max(len(ids) - drop, 0)
-    head, tail = ids[: keep // 2], ids[len(ids) - (keep - keep // 2) :]
-    return str(tokenizer.decode(head) + tokenizer.decode(tail))
-
-
 def fit_prompts(
     questions: list[Question], tokenizer: Any, budget: int, cfg: LabelConfig
 ) -> tuple[list[Question], list[Question]]:
-    """Build prompts; skip (default) or middle-truncate those over ``budget``."""
+    """Build prompts; skip (default) or middle-truncate those over ``budget``.
+
+    Truncation is ``prompts.fit_prompt``, the rule the eval tasks use too.
+    """
     kept: list[Question] = []
     skipped: list[Question] = []
+    truncate = cfg.overlong == "truncate_middle"
     for q in questions:
-        message = build_user_prompt(q.context, q.question, cfg.prompt_strategy)
-        length = len(chat_token_ids(tokenizer, message))
-        if length > budget and cfg.overlong == "truncate_middle":
-            context = q.context
-            for _ in range(4):  # re-tokenising can shift a few tokens
-                context = _truncate_middle(tokenizer, context, length - budget + 8)
-                message = build_user_prompt(context, q.question, cfg.prompt_strategy)
-                length = len(chat_token_ids(tokenizer, message))
-                if length <= budget:
-                    break
-            q.truncated = True
-        if length > budget:
+        fitted = fit_prompt(
+            tokenizer, q.context, q.question, cfg.prompt_strategy, budget, truncate
+        )
+        if fitted is None:
+            q.truncated = truncate
             skipped.append(q)
             continue
-        q.user_message = message
+        q.truncated = fitted.context_tokens_cut > 0
+        q.user_message = fitted.message
         kept.append(q)
     return kept, skipped
 
@@ -160,30 +163,48 @@ def question_seed(seed: int, key: str) -> int:
     return int(stable_hash([seed, key], 8), 16) % (2**31)
 
 
-def sample_key_parts(cfg: LabelConfig, questions: list[Question]) -> dict[str, Any]:
+def served_model(cfg: LabelConfig, sampler: Sampler | None = None) -> str | None:
+    """With the openai engine, the server's name for the weights; else None.
+
+    Part of both cache keys: the local ``model`` only supplies the tokenizer
+    there, so the served name is what tells round 1's weights from round 2's.
+    """
+    if cfg.sampler != "openai":
+        return None
+    if sampler is not None and getattr(sampler, "served_model", None):
+        return str(sampler.served_model)  # type: ignore[attr-defined]
+    if cfg.openai_model:
+        return cfg.openai_model
+    from axolotl_sealong.sampling_openai import served_model_name
+
+    assert cfg.openai_base_urls  # LabelConfig requires them for sampler openai
+    return served_model_name(
+        cfg.openai_base_urls, cfg.openai_api_key, cfg.openai_timeout
+    )
+
+
+def sample_key_parts(
+    cfg: LabelConfig, questions: list[Question], served: str | None = None
+) -> dict[str, Any]:
+    """What names a sample cache folder (see ``axolotl_sealong.cache``).
+
+    ``questions`` carry their prompts as sent (``fit_prompts`` ran), so the
+    prompt strategy, columns, overlong policy and effective max_model_len are
+    covered by the messages themselves.
+    """
     return {
-        "model": path_fingerprint(cfg.model, cfg.model_revision),
+        "model": model_fingerprint(cfg.model, cfg.model_revision),
         "adapter": path_fingerprint(cfg.adapter),
-        "prompt_strategy": cfg.prompt_strategy,
+        "served_model": served,
+        "openai_api": cfg.openai_api if cfg.sampler == "openai" else None,
         "n": cfg.num_samples,
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,
         "max_new_tokens": cfg.max_new_tokens,
         "seed": cfg.seed,
-        "overlong": cfg.overlong,
-        "max_model_len": cfg.max_model_len,
-        "data": stable_hash([q.key for q in questions]),
+        "prompts": stable_hash([[q.key, q.user_message] for q in questions]),
         "num_questions": len(questions),
     }
-
-
-def write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Write through a temporary file, so a killed run never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def _turns(user: str, assistant: str) -> list[dict[str, str]]:
@@ -248,6 +269,7 @@ def _sample_missing(
     sampler: Sampler | None,
     counts: Counter[str],
     progress: bool,
+    served: str | None = None,
     out_dir: Path | None = None,
 ) -> tuple[SampleStore, dict[str, list[str]]]:
     """Reuse cached questions, sample the rest, append each as it finishes.
@@ -259,7 +281,7 @@ def _sample_missing(
     from tqdm.auto import tqdm
 
     root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "samples"
-    store = SampleStore(root, sample_key_parts(cfg, kept))
+    store = SampleStore(root, sample_key_parts(cfg, kept, served))
     done = store.load()
     todo = [q for q in kept if q.key not in done]
     counts["cache_hits"] = len(kept) - len(todo)
@@ -307,7 +329,13 @@ def build_rows(
     embeddings: np.ndarray | None,
     counts: Counter[str],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Score each question's samples and turn the picks into SFT/preference rows."""
+    """Score each question's samples and turn the picks into SFT/preference rows.
+
+    Blank samples (empty or whitespace) are left out of MBR: they agree with
+    each other, so they could outvote real answers and win. They neither vote,
+    nor are chosen or rejected; their score is recorded as None. A question
+    with fewer than two non-blank samples gets no row (``no_pair_blank_samples``).
+    """
     sft, prefs, scored = [], [], []
     offset = 0
     for q in kept:
@@ -315,23 +343,38 @@ def build_rows(
         n = len(samples)
         emb = None if embeddings is None else embeddings[offset : offset + n]
         offset += n
-        scores = scores_from_similarity(similarity_matrix(cfg.utility, samples, emb))
         rng = np.random.default_rng(question_seed(cfg.seed, q.key))
-        sel = select_pair(scores, samples, cfg.rejected, cfg.margin, rng)
-        best = samples[sel.chosen]
-        skip = sel.skip_reason or (None if best.strip() else "empty_chosen")
+        live = [i for i, s in enumerate(samples) if s.strip()]
+        counts["blank_samples"] += n - len(live)
+        counts["questions_with_blank_samples"] += n > len(live)
+        scores: list[float | None] = [None] * n
+        chosen: int | None = None
+        rejected: int | None = None
+        gap = 0.0
+        if len(live) < 2:
+            skip: str | None = "blank_samples"
+        else:
+            texts = [samples[i] for i in live]
+            sim = similarity_matrix(
+                cfg.utility, texts, None if emb is None else emb[live]
+            )
+            live_scores = scores_from_similarity(sim)
+            sel = select_pair(live_scores, texts, cfg.rejected, cfg.margin, rng)
+            for j, i in enumerate(live):
+                scores[i] = round(float(live_scores[j]), 6)
+            chosen, skip, gap = live[sel.chosen], sel.skip_reason, sel.gap
+            rejected = None if sel.rejected is None else live[sel.rejected]
         if skip:
             counts[f"no_pair_{skip}"] += 1
-        else:
-            rejected = samples[sel.rejected or 0]
+        elif chosen is not None and rejected is not None:
             prefs.append(
                 {
-                    "chosen": _turns(q.user_message, best),
-                    "rejected": _turns(q.user_message, rejected),
+                    "chosen": _turns(q.user_message, samples[chosen]),
+                    "rejected": _turns(q.user_message, samples[rejected]),
                 }
             )
-        if best.strip():
-            sft.append({"messages": _turns(q.user_message, best)})
+        if chosen is not None:
+            sft.append({"messages": _turns(q.user_message, samples[chosen])})
         scored.append(
             {
                 "key": q.key,
@@ -339,30 +382,100 @@ def build_rows(
                 "question": q.question,
                 "answers": q.answers,
                 "samples": samples,
-                "scores": [round(float(s), 6) for s in scores],
-                "chosen": sel.chosen,
-                "rejected": None if skip else sel.rejected,
-                "gap": round(sel.gap, 6),
+                "scores": scores,
+                "chosen": chosen,
+                "rejected": None if skip else rejected,
+                "gap": round(gap, 6),
                 "skip_reason": skip,
+                "blank_samples": n - len(live),
                 "truncated": q.truncated,
                 "random_pick": int(rng.integers(n)),
             }
         )
     counts["pairs"] = len(prefs)
     counts["sft_rows"] = len(sft)
+    if counts["blank_samples"]:
+        LOG.warning(
+            "left %d blank sample(s) of %d question(s) out of MBR (never chosen, "
+            "rejected or voting); %d question(s) had fewer than 2 non-blank "
+            "samples and got no row",
+            counts["blank_samples"],
+            counts["questions_with_blank_samples"],
+            counts["no_pair_blank_samples"],
+        )
     return sft, prefs, scored
 
 
 def row_sources(scored: Sequence[dict[str, Any]]) -> tuple[list[int], list[int]]:
     """The scored row behind each SFT row and each preference row, in file order.
 
-    ``build_rows`` writes an SFT row when the chosen sample is not blank and a
-    pair when the question was not skipped; this reads the same rule back from
-    ``scored.jsonl`` (used to put the shards of a multi-rank run in order).
+    ``build_rows`` writes an SFT row when a sample was chosen (never a blank
+    one) and a pair when the question was not skipped; this reads the same
+    rule back from ``scored.jsonl`` (used to put the shards of a multi-rank run
+    in order).
     """
-    sft = [i for i, r in enumerate(scored) if r["samples"][r["chosen"]].strip()]
+    sft = [
+        i
+        for i, r in enumerate(scored)
+        if r["chosen"] is not None and r["samples"][r["chosen"]].strip()
+    ]
     prefs = [i for i, r in enumerate(scored) if r["skip_reason"] is None]
     return sft, prefs
+
+
+def check_inputs(
+    cfg: LabelConfig, out_dir: Path, *, sampler_given: bool, need_embedder: bool
+) -> None:
+    """Every name, folder and engine a run needs, checked before any model loads.
+
+    Each failure names the setting, the value and the fix: a model, adapter or
+    embedder that is no folder (or no hub id, or not cached offline), an
+    engine that is not installed, a GPU that is not there, an output or cache
+    folder that is a file.
+    """
+    from axolotl_sealong.embedded import check_model_source
+    from axolotl_sealong.embedder import check_embedder
+    from axolotl_sealong.sampling import resolve_engine, vllm_importable
+
+    for folder, setting in (
+        (out_dir, "the output folder (--out)"),
+        (Path(cfg.cache_dir) if cfg.cache_dir else None, "cache_dir (--cache-dir)"),
+    ):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise ValueError(f"{setting} {str(folder)!r} is a file: give a folder")
+    if need_embedder:
+        check_embedder(cfg.embedder, cfg.embedder_trust_remote_code)
+    if sampler_given:
+        return
+    check_model_source(
+        cfg.model,
+        "model (sealong_model / --model)",
+        needs=("config.json", "tokenizer_config.json"),
+        revision=cfg.model_revision,
+    )
+    if cfg.adapter:
+        check_model_source(
+            cfg.adapter,
+            "adapter (sealong_adapter / --adapter)",
+            needs=("adapter_config.json",),
+            what="a LoRA adapter folder (the output_dir of a training run)",
+        )
+    engine = resolve_engine(cfg.sampler)
+    if engine == "vllm" and not vllm_importable():
+        raise ValueError(
+            "sampler vllm: vLLM is not installed in this environment (it cannot "
+            "share one with axolotl 0.19): run the sealong of a venv built by "
+            "scripts/setup_vllm.sh, or set sealong_sampler / --sampler to hf or "
+            "openai"
+        )
+    if engine == "hf" and (cfg.device or "").startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {cfg.device!r}: no CUDA GPU is visible here: unset "
+                "sealong_device / --device (the CPU is used) or run on a GPU"
+            )
 
 
 def label(
@@ -382,15 +495,19 @@ def label(
     of a multi-rank run) writes empty files, loading no model, when there are
     no rows or none fits, instead of stopping with an error.
     """
-    from axolotl_sealong.embedder import Embedder, check_embedder
+    from axolotl_sealong.embedder import Embedder
 
     clock = time.perf_counter
     t0 = clock()
     seconds: dict[str, float] = {}
     questions = questions_from_rows(rows, cfg) if rows or not allow_empty else []
-    if embedder is None and cfg.utility == "embedding":
-        check_embedder(cfg.embedder)
     out = Path(out_dir)
+    check_inputs(
+        cfg,
+        out,
+        sampler_given=sampler is not None,
+        need_embedder=embedder is None and cfg.utility == "embedding",
+    )
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter(questions=len(questions))
 
@@ -400,7 +517,8 @@ def label(
         tokenizer, max_model_len = prompt_limits(cfg)
     kept = _fit_or_fail(questions, tokenizer, max_model_len, cfg, counts, allow_empty)
     t1 = clock()
-    store, done = _sample_missing(cfg, kept, sampler, counts, progress, out)
+    served = served_model(cfg, sampler)
+    store, done = _sample_missing(cfg, kept, sampler, counts, progress, served, out)
     seconds["sample"] = clock() - t1
 
     t2 = clock()
@@ -410,6 +528,7 @@ def label(
             cfg.embedder,
             long_text=cfg.embedder_long_text,
             batch_size=cfg.embedder_batch_size,
+            trust_remote_code=cfg.embedder_trust_remote_code,
         )
         texts = [s for q in kept for s in done[q.key]]
         embeddings = embedder.encode(texts, show_progress=progress)
@@ -430,7 +549,8 @@ def label(
         "counts": dict(counts),
         "subem": subem_diagnostics(scored),
         "cache_dir": str(store.dir),
-        "settings": cfg.model_dump(),
+        "served_model": served,  # sampler openai: the weights' name on the server
+        "settings": cfg.public_settings(),  # secrets as "***"
         "seconds": {k: round(v, 3) for k, v in seconds.items()},
     }
     (out / DIAGNOSTICS_FILE).write_text(json.dumps(diagnostics, indent=2))

@@ -56,6 +56,7 @@ class SeaLongPlugin(BasePlugin):
             value = cfg.get(key)
             if isinstance(value, str) and value.startswith("embedded:"):
                 cfg[key] = resolve_model(value)
+        hide_secrets(cfg)
 
     def post_trainer_create(self, cfg: Any, trainer: Any) -> None:
         # The paper's ORPO: NLL over the response only (see axolotl_sealong.orpo).
@@ -82,6 +83,51 @@ class SeaLongPlugin(BasePlugin):
         return load_self_labeled(cfg)
 
 
+# Secrets taken out of Axolotl's config before it logs it (its "config:" log
+# line, copied to output_dir/debug.log): the config keeps a token naming the
+# secret in this process; label_settings swaps it back for the labeling run.
+_HIDDEN: dict[str, str] = {}
+_TOKEN = "[hidden by axolotl_sealong: "
+
+
+def hide_secrets(cfg: Any) -> None:
+    """Replace ``sealong_*`` secrets in Axolotl's config by tokens.
+
+    Axolotl logs its whole config after plugins register and tees the log to
+    ``output_dir/debug.log``; it redacts only its own key fields. Its
+    "config-loaded" telemetry event (on unless AXOLOTL_DO_NOT_TRACK=1) comes
+    before any plugin runs, so a key is safest in $OPENAI_API_KEY, not a YAML.
+    """
+    import secrets
+
+    from axolotl_sealong.config import SECRET_FIELDS, YAML_PREFIX
+
+    for name in SECRET_FIELDS:
+        key = YAML_PREFIX + name
+        value = cfg.get(key)
+        if isinstance(value, str) and not value.startswith(_TOKEN):
+            token = f"{_TOKEN}{secrets.token_hex(8)}]"
+            _HIDDEN[token] = value
+            cfg[key] = token
+
+
+def _reveal(cfg: Any) -> Any:
+    """The config with hidden secrets put back (for LabelConfig only)."""
+    from axolotl_sealong.config import SECRET_FIELDS, YAML_PREFIX
+
+    keys = [YAML_PREFIX + name for name in SECRET_FIELDS]
+    tokens = {k: cfg.get(k) for k in keys if str(cfg.get(k)).startswith(_TOKEN)}
+    if not tokens:
+        return cfg
+    missing = [k for k, t in tokens.items() if t not in _HIDDEN]
+    if missing:
+        raise ValueError(
+            f"{', '.join(missing)} was hidden by another process: set "
+            "$OPENAI_API_KEY instead of the YAML key"
+        )
+    return {**dict(cfg), **{k: _HIDDEN[t] for k, t in tokens.items()}}
+
+
 def training_mode(cfg: Any) -> str:
     if cfg.get("sealong_mode"):
         return str(cfg["sealong_mode"])
@@ -90,36 +136,17 @@ def training_mode(cfg: Any) -> str:
 
 
 def _read_questions(cfg: Any) -> list[dict[str, Any]]:
-    """Rows of every self-label entry, read by Axolotl's own dataset loader."""
-    from axolotl.utils.data.shared import load_dataset_with_config
+    """Rows of every self-label entry (``recipe.read_questions``, as the CLI)."""
+    from axolotl_sealong.recipe import read_questions
 
-    rows: list[dict[str, Any]] = []
-    for ds_cfg in self_label_entries(cfg):
-        dataset = load_dataset_with_config(
-            ds_cfg, cfg.get("hf_use_auth_token"), streaming=False
-        )
-        rows.extend(dataset.to_list())
-    return rows
+    return read_questions(cfg)
 
 
 def label_settings(cfg: Any) -> Any:
-    """LabelConfig from the sealong_* keys; prompts are sized to ``sequence_len``.
+    """LabelConfig of the recipe (``recipe.label_config``, as the CLI reads it)."""
+    from axolotl_sealong.recipe import label_config
 
-    Without an explicit ``sealong_max_model_len`` a prompt must leave room for
-    ``max_new_tokens`` inside ``sequence_len``, so labeled rows fit the trainer
-    by construction (the overlong policy, skip or truncate_middle, applies).
-    """
-    from axolotl_sealong.config import LabelConfig
-    from axolotl_sealong.sampling import model_max_positions
-
-    label_cfg = LabelConfig.from_yaml_dict(dict(cfg))
-    if label_cfg.max_model_len is None and cfg.get("sequence_len"):
-        limit = model_max_positions(label_cfg.model, label_cfg.model_revision)
-        seq = int(cfg["sequence_len"])
-        label_cfg = label_cfg.model_copy(
-            update={"max_model_len": min(seq, limit) if limit else seq}
-        )
-    return label_cfg
+    return label_config(_reveal(cfg))
 
 
 def _row_length(tokenizer: Any, template: str, messages: list[dict[str, str]]) -> int:
@@ -134,10 +161,12 @@ def fit_rows(cfg: Any, src: Path, dst: Path, mode: str) -> dict[str, int]:
     from axolotl.loaders.tokenizer import load_tokenizer
     from axolotl.utils.chat_templates.base import get_chat_template_from_config
 
+    from axolotl_sealong.data.io import read_rows, write_jsonl
+
     tokenizer = load_tokenizer(cfg)
     template = get_chat_template_from_config(cfg=cfg, tokenizer=tokenizer)
     limit = int(cfg.get("sequence_len") or 0)
-    rows = [json.loads(line) for line in src.read_text().splitlines() if line.strip()]
+    rows = read_rows(src)
     keep, longest, over = [], 0, 0
     for row in rows:
         convs = [row["messages"]] if mode == "sft" else [row["chosen"], row["rejected"]]
@@ -166,9 +195,7 @@ def fit_rows(cfg: Any, src: Path, dst: Path, mode: str) -> dict[str, int]:
             f"no labeled {mode} rows to train on ({len(rows)} made, {over} too long): "
             f"see {src.parent / 'diagnostics.json'}"
         )
-    tmp = dst.with_name(dst.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
-    tmp.replace(dst)  # a reader never sees half a file
+    write_jsonl(dst, keep)  # atomic: a reader never sees half a file
     return {
         "rows": len(rows),
         "kept": len(keep),
@@ -231,6 +258,61 @@ def _release_cuda_cache() -> None:
         torch.cuda.empty_cache()
 
 
+def labels_key(label_cfg: LabelConfig, question_keys: list[str]) -> str:
+    """The labels folder's name: every setting (no secret), the weights, the data.
+
+    The sample cache has its own, narrower key (``pipeline.sample_key_parts``);
+    this one covers every setting, since scoring and selection settings change
+    the rows too. Secrets (``openai_api_key``) are never part of it. With the
+    openai engine and ``openai_model`` unset, the name the server serves is not
+    part of it either (training must not need the labeling server): a reused
+    folder is checked against it instead (``check_reused_labels``).
+    """
+    from axolotl_sealong.cache import model_fingerprint, path_fingerprint, stable_hash
+
+    return stable_hash(
+        [
+            label_cfg.hashable_settings(exclude=("cache_dir",)),
+            model_fingerprint(label_cfg.model, label_cfg.model_revision),
+            path_fingerprint(label_cfg.adapter),
+            question_keys,
+        ]
+    )
+
+
+def check_reused_labels(label_cfg: LabelConfig, diagnostics: dict[str, Any]) -> None:
+    """Labels sampled from a server's one model must still be that model's.
+
+    With ``sampler: openai`` and ``openai_model`` unset, the folder records the
+    served name it was sampled from. If the server now serves another name
+    (round 2's weights), reusing the rows would train on round 1's labels: stop
+    and say how to label afresh. An unreachable server (stopped after
+    labeling, to free the GPU for training) is not an error.
+    """
+    recorded = diagnostics.get("served_model")
+    if label_cfg.sampler != "openai" or label_cfg.openai_model or not recorded:
+        return
+    from axolotl_sealong.pipeline import served_model
+
+    try:
+        current = served_model(label_cfg)
+    except (ConnectionError, ValueError) as err:
+        LOG.info(
+            "sealong: cannot ask the server which model it serves (%s); reusing "
+            "rows sampled from %r",
+            err,
+            recorded,
+        )
+        return
+    if current != recorded:
+        raise ValueError(
+            f"these labeled rows were sampled from served model {recorded!r}, but "
+            f"the server now serves {current!r}: set sealong_openai_model: "
+            f"{current} to label with it (a new labels folder), or serve "
+            f"{recorded!r} again"
+        )
+
+
 def load_self_labeled(cfg: Any) -> Any:
     """Label (or reuse), fit to sequence_len, then build Axolotl's dataset meta.
 
@@ -241,7 +323,6 @@ def load_self_labeled(cfg: Any) -> Any:
     """
     from filelock import FileLock
 
-    from axolotl_sealong.cache import path_fingerprint, stable_hash
     from axolotl_sealong.diagnostics import format_table
     from axolotl_sealong.distributed import rank_info, sampling_role
     from axolotl_sealong.pipeline import DIAGNOSTICS_FILE, label, questions_from_rows
@@ -251,14 +332,7 @@ def load_self_labeled(cfg: Any) -> Any:
     label_cfg = label_settings(cfg)
     rows = _read_questions(cfg)
     questions = questions_from_rows(rows, label_cfg)
-    key = stable_hash(
-        [
-            label_cfg.model_dump(exclude={"cache_dir"}),
-            path_fingerprint(label_cfg.model, label_cfg.model_revision),
-            path_fingerprint(label_cfg.adapter),
-            [q.key for q in questions],
-        ]
-    )
+    key = labels_key(label_cfg, [q.key for q in questions])
     root = Path(
         cfg.get("sealong_output_dir")
         or Path(cfg.get("dataset_prepared_path") or "last_run_prepared") / "sealong"
@@ -286,6 +360,9 @@ def load_self_labeled(cfg: Any) -> Any:
                 "sealong: merged labeled rows of %d ranks in %s", info.world_size, out
             )
         elif (out / DIAGNOSTICS_FILE).exists():
+            check_reused_labels(
+                label_cfg, json.loads((out / DIAGNOSTICS_FILE).read_text())
+            )
             LOG.info("sealong: reusing labeled rows in %s (settings hash %s)", out, key)
         else:
             LOG.info(

@@ -65,6 +65,9 @@ class _PrefixContext:
 
     groups: list[_Group]
     rows: list[int]  # live rows per group, in batch order
+    # layers whose attention received this context in the step: a model whose
+    # attention drops our keyword would decode without the prompt, silently
+    calls: int = 0
 
 
 def shared_prefix_attention(
@@ -100,6 +103,7 @@ def shared_prefix_attention(
         )
     if query.shape[2] != 1:
         raise ValueError("shared-prefix attention decodes one token at a time")
+    sealong_prefix.calls += 1
     layer = module.layer_idx
     rows, heads, _, dim = query.shape
     kv_heads = key.shape[1]
@@ -339,6 +343,11 @@ class HFSampler:
             raise ValueError(f"unknown hf method {method!r}: use {HF_METHODS}")
         if batch_questions < 1:
             raise ValueError("batch_questions must be >= 1")
+        if method == "expand" and batch_questions > 1:
+            raise ValueError(
+                "hf method expand decodes one question at a time: set "
+                "hf_batch_questions to 1, or use method shared_prefix"
+            )
         if kv_cache_dtype not in KV_DTYPES:
             raise ValueError(
                 f"unknown hf kv_cache_dtype {kv_cache_dtype!r}: use {KV_DTYPES}"
@@ -363,8 +372,15 @@ class HFSampler:
                     "shared-prefix attention cannot serve %s: using expand", why
                 )
                 method = "expand"
+                if batch_questions > 1:
+                    LOG.warning(
+                        "expand decodes one question at a time: "
+                        "hf_batch_questions %d -> 1",
+                        batch_questions,
+                    )
+                    batch_questions = 1
         self.method = method
-        self.batch_questions = batch_questions if method != "generate" else 1
+        self.batch_questions = batch_questions if method == "shared_prefix" else 1
         attn = ATTN_NAME if method == "shared_prefix" else "sdpa"
         self.model: Any = cast(
             Any,
@@ -392,6 +408,8 @@ class HFSampler:
         self.eos = _eos_ids(self.model, self.tokenizer)
         # seconds of the last batch's prefill and decode (for the benchmark)
         self.last_timing: dict[str, float] = {}
+        # layers that saw the shared prompt in the last decode step (checked)
+        self.last_prefix_calls = 0
         LOG.info(
             "hf sampler: %s on %s, method %s, %d question(s) per batch, prompt KV "
             "cache %s, %d linear layer(s) packed for oneDNN",
@@ -532,6 +550,27 @@ class HFSampler:
             cache = DynamicCache(config=self.model.config)
         return groups, cache, torch.cat(firsts)
 
+    def _check_prefix_reached(
+        self, context: _PrefixContext, layers: int, step: int
+    ) -> None:
+        """Every layer's attention must have seen the prompt in this step.
+
+        Our attention function gets the shared prompt through a keyword that
+        the model's forward passes down to its attention layers; a model whose
+        attention drops it would run plain attention over the generated tokens
+        only and sample without the context, with no error. Checked on every
+        step (an integer compare), before any sample is returned.
+        """
+        self.last_prefix_calls = context.calls
+        if context.calls != layers:
+            raise RuntimeError(
+                f"shared-prefix decoding: the prompt reached the attention of "
+                f"{context.calls} of {layers} layers in decode step {step}; this "
+                "model's attention does not pass keyword arguments through to "
+                "the attention function, so its samples would ignore the "
+                "context. Set hf_method: expand (sealong_hf_method / --hf-method)"
+            )
+
     def _record(
         self, groups: list[_Group], tokens: Any, last: bool, params: SamplingParams
     ) -> list[int]:
@@ -594,10 +633,10 @@ class HFSampler:
             device=self.device,
         )
         kwargs: dict[str, Any] = {}
+        context = None
         if self.method == "shared_prefix":
-            kwargs["sealong_prefix"] = _PrefixContext(
-                groups, [len(g.live) for g in groups]
-            )
+            context = _PrefixContext(groups, [len(g.live) for g in groups])
+            kwargs["sealong_prefix"] = context
         out = self.model(
             input_ids=tokens[:, None],
             position_ids=positions,
@@ -605,6 +644,8 @@ class HFSampler:
             use_cache=True,
             **kwargs,
         )
+        if context is not None:
+            self._check_prefix_reached(context, len(groups[0].prefix), step)
         logits = out.logits[:, -1]
         parts = []
         start = 0

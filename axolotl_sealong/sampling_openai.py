@@ -150,13 +150,7 @@ class OpenAISampler:
 
     def _pick_model(self, cards: dict[str, list[dict[str, Any]]]) -> str:
         first_url, models = next(iter(cards.items()))
-        names = [str(m.get("id")) for m in models]
-        if len(names) != 1:
-            raise ValueError(
-                f"{first_url} serves {len(names)} models ({', '.join(names) or 'none'}"
-                "): set openai_model to the one to sample"
-            )
-        return names[0]
+        return pick_served_model(first_url, models)
 
     @staticmethod
     def _local_limit(path: str) -> int:
@@ -377,3 +371,40 @@ class _Run:
                 self.results.put(("fail", req, err))
                 return
             self.results.put(("ok", req, texts))
+
+
+def pick_served_model(url: str, models: list[dict[str, Any]]) -> str:
+    """The model to sample when ``openai_model`` is unset: the only one served."""
+    names = [str(m.get("id")) for m in models]
+    if len(names) != 1:
+        raise ValueError(
+            f"{url} serves {len(names)} models ({', '.join(names) or 'none'}"
+            "): set openai_model to the one to sample"
+        )
+    return names[0]
+
+
+def served_model_name(
+    base_urls: str, api_key: str | None = None, timeout: float = 10.0
+) -> str:
+    """What ``openai_model`` defaults to, asked of the first server (one GET).
+
+    The sample cache key needs the served name before anything is sampled: the
+    weights are on the server, and its name for them is all the key can see.
+    """
+    import httpx
+
+    url = split_urls(base_urls)[0]
+    key = api_key or os.environ.get("OPENAI_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        resp = httpx.get(url + "/models", headers=headers, timeout=min(timeout, 30.0))
+        resp.raise_for_status()
+        models = list(resp.json().get("data") or [])
+    except (httpx.HTTPError, ValueError) as err:
+        raise ConnectionError(
+            f"cannot list models at {url}/models ({err}): is the server up, and "
+            "does the URL end in /v1? (with openai_model set, a run whose samples "
+            "are all cached needs no server)"
+        ) from None
+    return pick_served_model(url, models)

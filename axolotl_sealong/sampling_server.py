@@ -97,6 +97,11 @@ _PROBE = (
 )
 
 
+def _setting(name: str) -> str:
+    """How errors name a setting: its YAML key and its CLI flag."""
+    return f"sealong_{name} (--{name.replace('_', '-')})"
+
+
 class ServerFailed(RuntimeError):
     """The server exited or never became ready; the message quotes its log."""
 
@@ -118,7 +123,7 @@ def resolve_server_python(
     """
     environ = os.environ if environ is None else environ
     if setting:
-        return _interpreter(setting, "vllm_server_python (sealong_vllm_server_python)")
+        return _interpreter(setting, _setting("vllm_server_python"))
     if vllm_importable():
         return sys.executable
     if environ.get(PYTHON_ENV):
@@ -141,7 +146,7 @@ def _interpreter(value: str, field: str) -> str:
     path = Path(value).expanduser()
     if not path.is_file() or not os.access(path, os.X_OK):
         raise ValueError(
-            f"{field}: {value!r} is not an executable file: give the python of the "
+            f"{field} = {value!r}: not an executable file: give the python of the "
             "environment that has vLLM, e.g. /path/to/.venv-vllm/bin/python"
         )
     return str(path)
@@ -195,7 +200,7 @@ def server_environ(
 
 def probe_server_env(python: str, env: Mapping[str, str]) -> ServerEnv:
     """Ask the interpreter what it has; an error if it has no vLLM."""
-    field = "vllm_server_python (sealong_vllm_server_python)"
+    field = f"{_setting('vllm_server_python')} = {python!r}"
     try:
         done = subprocess.run(
             [python, "-c", _PROBE],
@@ -205,20 +210,20 @@ def probe_server_env(python: str, env: Mapping[str, str]) -> ServerEnv:
             timeout=600,
         )
     except (OSError, subprocess.TimeoutExpired) as err:
-        raise ValueError(f"{field}: cannot run {python}: {err}") from None
+        raise ValueError(f"{field}: cannot run it: {err}") from None
     line = next(
         (ln for ln in done.stdout.splitlines() if ln.startswith("SEALONG_PROBE ")), None
     )
     if done.returncode != 0 or line is None:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
         raise ValueError(
-            f"{field}: {python} failed to report its vLLM and torch (exit "
+            f"{field}: it failed to report its vLLM and torch (exit "
             f"{done.returncode}):\n{tail}"
         )
     info = json.loads(line.split(" ", 1)[1])
     if not info.get("vllm"):
         raise ValueError(
-            f"{field}: {python} has no vLLM: pip install vllm there, or build a "
+            f"{field}: it has no vLLM: pip install vllm there, or build a "
             "server environment with scripts/setup_vllm.sh and point "
             "sealong_vllm_server_python at its bin/python"
         )
@@ -228,18 +233,21 @@ def probe_server_env(python: str, env: Mapping[str, str]) -> ServerEnv:
 # -- the command line -------------------------------------------------------------
 
 
-def parse_server_args(value: str | None) -> list[str]:
-    """``vllm_server_args`` as a list; refuses the flags this engine manages."""
-    field = "vllm_server_args (sealong_vllm_server_args)"
+def parse_server_args(value: str | None, named: bool = True) -> list[str]:
+    """``vllm_server_args`` as a list; refuses the flags this engine manages.
+
+    ``named=False``: the message without the setting's name (pydantic adds it).
+    """
+    field = f"{_setting('vllm_server_args')} = {value!r}: " if named else ""
     try:
         args = shlex.split(value or "")
     except ValueError as err:
-        raise ValueError(f"{field}: cannot split {value!r}: {err}") from None
+        raise ValueError(f"{field}cannot split it: {err}") from None
     for arg in args:
         flag = arg.split("=", 1)[0]
         if flag in MANAGED_FLAGS:
             raise ValueError(
-                f"{field}: {flag} is set by the vllm_server engine itself; remove "
+                f"{field}{flag} is set by the vllm_server engine itself; remove "
                 "it (the port is sealong_vllm_server_port, the model "
                 "sealong_model, the adapter sealong_adapter)"
             )
@@ -249,10 +257,10 @@ def parse_server_args(value: str | None) -> list[str]:
 def lora_rank(adapter: str) -> int:
     """The smallest ``--max-lora-rank`` vLLM accepts that holds the adapter."""
     config = Path(adapter) / "adapter_config.json"
-    field = "adapter (sealong_adapter)"
+    field = f"{_setting('adapter')} = {adapter!r}"
     if not config.is_file():
         raise ValueError(
-            f"{field}: {adapter!r} has no adapter_config.json: give the folder of "
+            f"{field}: no adapter_config.json there: give the folder of "
             "a PEFT LoRA adapter (the output_dir of a LoRA run)"
         )
     rank = int(json.loads(config.read_text()).get("r") or 8)
@@ -343,7 +351,7 @@ def check_port_free(port: int) -> None:
             sock.bind(("127.0.0.1", port))
         except OSError as err:
             raise ValueError(
-                f"vllm_server_port (sealong_vllm_server_port): port {port} on "
+                f"{_setting('vllm_server_port')} = {port}: port {port} on "
                 f"127.0.0.1 is in use ({err.strerror}): stop what listens there, "
                 "choose another port, or leave the setting unset to get a free one"
             ) from None

@@ -20,14 +20,27 @@ os.environ.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def build_tiny_llama(path: Path, max_positions: int = 8192) -> Path:
-    """A 2-layer random Llama: real transformers code, seconds to run on CPU."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def build_tiny_causal_lm(
+    path: Path, family: str = "llama", max_positions: int = 8192, **overrides
+) -> Path:
+    """A 2-layer random causal LM of a README family (llama, qwen2, mistral).
 
+    Real transformers code, seconds to run on CPU; ``overrides`` go to the
+    config (e.g. ``sliding_window`` for Mistral).
+    """
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    classes = {
+        "llama": ("LlamaConfig", "LlamaForCausalLM"),
+        "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+        "mistral": ("MistralConfig", "MistralForCausalLM"),
+    }
+    config_cls, model_cls = (getattr(transformers, n) for n in classes[family])
     build_tiny_tokenizer(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    config = LlamaConfig(
+    settings = dict(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
@@ -40,10 +53,18 @@ def build_tiny_llama(path: Path, max_positions: int = 8192) -> Path:
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
+    if family == "mistral":
+        settings["sliding_window"] = None  # full attention unless overridden
+    config = config_cls(**{**settings, **overrides})
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
+    model = model_cls(config)
     model.save_pretrained(path)
     return path
+
+
+def build_tiny_llama(path: Path, max_positions: int = 8192) -> Path:
+    """A 2-layer random Llama: real transformers code, seconds to run on CPU."""
+    return build_tiny_causal_lm(path, "llama", max_positions)
 
 
 @pytest.fixture(scope="session")

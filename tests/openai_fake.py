@@ -19,6 +19,7 @@ from typing import Any
 @dataclass
 class Behaviour:
     model: str = "fake-model"
+    extra_models: tuple[str, ...] = ()  # also listed by /v1/models
     max_model_len: int | None = 4096
     fail_first: int = 0  # answer the first k completions with HTTP 500
     hang_after: int | None = None  # completions after this many hang
@@ -28,6 +29,7 @@ class Behaviour:
     completions: int = 0  # completion requests seen
     served: int = 0  # completions answered with 200
     payloads: list[dict[str, Any]] = field(default_factory=list)
+    auth: list[str] = field(default_factory=list)  # Authorization headers seen
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -56,10 +58,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") != "/v1/models":
             self._send(404, {"error": "not found"})
             return
-        card: dict[str, Any] = {"id": b.model, "object": "model"}
-        if b.max_model_len:
-            card["max_model_len"] = b.max_model_len
-        self._send(200, {"object": "list", "data": [card]})
+        cards: list[dict[str, Any]] = []
+        for name in (b.model, *b.extra_models):
+            card: dict[str, Any] = {"id": name, "object": "model"}
+            if b.max_model_len:
+                card["max_model_len"] = b.max_model_len
+            cards.append(card)
+        self._send(200, {"object": "list", "data": cards})
 
     def do_POST(self) -> None:
         b = self.behaviour
@@ -69,6 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
             b.completions += 1
             count = b.completions
             b.payloads.append(payload)
+            b.auth.append(self.headers.get("Authorization", ""))
         if b.die_after is not None and count > b.die_after:
             self.close_connection = True  # no answer at all: a dead server
             return
@@ -88,6 +94,8 @@ class _Handler(BaseHTTPRequestHandler):
         choices = []
         for i in range(n):
             text = sample_text(payload.get("seed", 0), i, prompt)
+            if payload.get("model") not in (None, b.model):  # another served model
+                text += f" ({payload['model']})"
             if chat:
                 choices.append(
                     {"index": i, "message": {"role": "assistant", "content": text}}

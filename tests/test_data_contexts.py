@@ -144,7 +144,7 @@ def test_readers_stream_jsonl_gz_array_and_parquet(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         list(iter_records(str(tmp_path / "missing.jsonl")))
     (tmp_path / "bad.jsonl").write_text('{"id": 1}\nnot json\n')
-    with pytest.raises(ValueError, match="line 2"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not valid JSON"):
         list(iter_records(str(tmp_path / "bad.jsonl")))
 
 

@@ -209,7 +209,7 @@ GOOD = {"context": "ctx", "input": "q?", "answers": ["a"]}
         ({**GOOD, "answers": [1]}, "'answers' must be a non-empty list of strings"),
         ({**GOOD, "answers": [" "]}, "'answers' has only empty strings"),
         ({**GOOD, "context": ["c"]}, "field 'context' must be a string, got list"),
-        (["not", "an", "object"], "expected a JSON object per line"),
+        (["not", "an", "object"], "expected a JSON object per row, got list"),
     ],
 )
 def test_malformed_row_names_file_line_and_field(

@@ -225,7 +225,9 @@ def test_invalid_settings_are_rejected(settings, match):
 
 
 def test_unknown_yaml_key_lists_valid_keys():
-    with pytest.raises(ValueError, match="sealong_num_sample.*valid keys"):
+    with pytest.raises(
+        ValueError, match="sealong_num_sample \\(did you mean sealong_num_samples\\?\\)"
+    ):
         LabelConfig.from_yaml_dict({"sealong_num_sample": 4})
     cfg = LabelConfig.from_yaml_dict({"base_model": "m", "sealong_num_samples": 4})
     assert cfg.model == "m" and cfg.num_samples == 4

@@ -136,6 +136,32 @@ def test_preprocess_then_train_leaves_an_adapter(tiny_llama_dir, tmp_path, mode)
 
 
 @pytest.mark.slow
+def test_sealong_label_config_warms_axolotl_preprocess(tiny_llama_dir, tmp_path):
+    """`sealong label --config` first, then `axolotl preprocess`: nothing resampled.
+
+    Before the CLI read recipes with the plugin's functions, it left
+    max_model_len unset (the plugin: min(sequence_len, model limit)), so the two
+    keyed their samples differently and the plugin sampled everything again.
+    """
+    from axolotl_sealong.cli import main
+
+    recipe = _recipe(tmp_path, tiny_llama_dir, "orpo")
+    out = tmp_path / "cli"
+    assert (
+        main(["label", "--config", str(recipe), "--out", str(out), "--no-progress"])
+        == 0
+    )
+    cli = json.loads((out / "diagnostics.json").read_text())
+    assert cli["counts"]["sampled"] == 4
+    assert cli["settings"]["max_model_len"] == 1024  # sequence_len, as the plugin
+    pre = _axolotl("preprocess", str(recipe), cwd=tmp_path)
+    assert pre.returncode == 0, pre.stdout[-3000:] + pre.stderr[-3000:]
+    (diag,) = _labeled(tmp_path / "prepared" / "sealong")
+    assert diag["counts"]["cache_hits"] == 4 and diag["counts"]["sampled"] == 0
+    assert diag["settings"] == cli["settings"]
+
+
+@pytest.mark.slow
 def test_bf16_trains_on_a_cpu(tiny_llama_dir, tmp_path):
     """transformers refuses bf16 without a GPU unless use_cpu is set; the plugin sets
     it, so ``bf16: true`` (1.2-1.5x faster on CPUs with native bf16) just works."""
@@ -160,10 +186,15 @@ def _load_cfg(path: Path):
 
 def test_bad_key_is_caught_at_config_validation(tiny_llama_dir, tmp_path):
     recipe = _recipe(tmp_path, tiny_llama_dir, "orpo", sealong_num_samples=1)
-    with pytest.raises(Exception, match="sealong_num_samples: num_samples must be"):
+    with pytest.raises(
+        Exception, match=r"sealong_num_samples \(--num-samples\) = 1: num_samples must"
+    ):
         _load_cfg(recipe)
     typo = _recipe(tmp_path, tiny_llama_dir, "orpo", sealong_num_sample=8)
-    with pytest.raises(Exception, match="unknown setting.*sealong_num_sample:"):
+    with pytest.raises(
+        Exception,
+        match=r"unknown setting.*sealong_num_sample \(did you mean sealong_num_samples",
+    ):
         _load_cfg(typo)
     cfg = _load_cfg(_recipe(tmp_path, tiny_llama_dir, "orpo"))
     assert cfg.sealong_num_samples == 3  # declared keys survive validation

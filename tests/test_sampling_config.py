@@ -265,7 +265,9 @@ def test_ordered_merge_puts_every_row_back_with_its_question(tmp_path):
         merge_label_dirs(parts, tmp_path / "bad", order=list("abc"))
 
 
-def test_an_empty_shard_writes_empty_files_without_a_model(tmp_path, monkeypatch):
+def test_an_empty_shard_writes_empty_files_without_a_model(
+    tiny_llama_dir, tmp_path, monkeypatch
+):
     from axolotl_sealong import pipeline
 
     def no_model(cfg, *args):
@@ -273,7 +275,8 @@ def test_an_empty_shard_writes_empty_files_without_a_model(tmp_path, monkeypatch
 
     monkeypatch.setattr(pipeline, "_open_sampler", no_model)
     monkeypatch.setattr(pipeline, "prompt_limits", lambda cfg: (None, 4096))
-    cfg = LabelConfig(model=str(tmp_path / "no-model"), cache_dir=str(tmp_path / "c"))
+    # a real folder (label checks it exists), never loaded: both loaders fail
+    cfg = LabelConfig(model=str(tiny_llama_dir), cache_dir=str(tmp_path / "c"))
     res = pipeline.label(cfg, [], tmp_path / "part", allow_empty=True, progress=False)
     assert res.counts["questions"] == 0
     for name in ("sft.jsonl", "preference.jsonl", "scored.jsonl"):

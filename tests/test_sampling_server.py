@@ -98,7 +98,7 @@ def test_no_server_python_says_how_to_get_one(tmp_path, monkeypatch):
     text = str(err.value)
     assert "axolotl-sealong[vllm]" in text and "scripts/setup_vllm.sh" in text
     assert "sealong_vllm_server_python" in text
-    with pytest.raises(ValueError, match="sealong_vllm_server_python.*not an exec"):
+    with pytest.raises(ValueError, match="sealong_vllm_server_python .*not an exec"):
         ss.resolve_server_python(str(tmp_path / "nope"), cwd=tmp_path, environ={})
     with pytest.raises(ValueError, match=r"\$SEALONG_VLLM_PYTHON.*not an exec"):
         ss.resolve_server_python(
@@ -191,7 +191,7 @@ def test_adapter_is_served_as_a_lora_module_with_a_rank_vllm_accepts(tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 1024}))
     with pytest.raises(ValueError, match="rank 1024 is over vLLM's limit 512"):
         ss.server_args("/m", GPU, port=1, adapter=str(adapter))
-    with pytest.raises(ValueError, match="sealong_adapter.*no adapter_config.json"):
+    with pytest.raises(ValueError, match="sealong_adapter .*no adapter_config.json"):
         ss.server_args("/m", GPU, port=1, adapter=str(tmp_path))
 
 
@@ -207,8 +207,17 @@ def test_adapter_is_served_as_a_lora_module_with_a_rank_vllm_accepts(tmp_path):
 def test_server_args_setting_refuses_what_the_engine_manages(value, match):
     with pytest.raises(ValueError, match=match):
         ss.parse_server_args(value)
-    with pytest.raises(ValueError, match="sealong_vllm_server_args"):
+    from pydantic import ValidationError
+
+    from axolotl_sealong.config import describe_validation_error
+
+    with pytest.raises(ValidationError) as err:
         LabelConfig(sampler="vllm_server", vllm_server_args=value)
+    message = describe_validation_error(err.value)
+    assert message.startswith(
+        f"sealong_vllm_server_args (--vllm-server-args) = {value!r}: "
+    )
+    assert message.count("vllm_server_args") == 1  # named once, not twice
     assert ss.parse_server_args("--kv-cache-dtype fp8 --max-num-seqs=8") == [
         "--kv-cache-dtype",
         "fp8",

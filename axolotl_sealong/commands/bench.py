@@ -20,7 +20,13 @@ def _print_row(row: dict[str, Any], as_json: bool, width: int) -> int:
 def run_mbr(args: argparse.Namespace) -> int:
     from axolotl_sealong.bench import bench_mbr
 
-    result = bench_mbr(args.questions, args.samples, args.words, args.embedder)
+    result = bench_mbr(
+        args.questions,
+        args.samples,
+        args.words,
+        args.embedder,
+        trust_remote_code=args.embedder_trust_remote_code,
+    )
     return _print_row(result, args.json, 22)
 
 
@@ -34,7 +40,13 @@ def run_sampling(args: argparse.Namespace) -> int:
     from axolotl_sealong.bench import bench_sampling
 
     engines = [e.strip() for e in args.engines.split(",")] if args.engines else None
-    tokens = tuple(int(t) for t in args.prompt_tokens.split(","))
+    try:
+        tokens = tuple(int(t) for t in args.prompt_tokens.split(","))
+    except ValueError:
+        raise ValueError(
+            f"--prompt-tokens {args.prompt_tokens!r}: give prompt lengths in "
+            "tokens, comma-separated (e.g. 2048,6144)"
+        ) from None
 
     def progress(row: dict[str, Any]) -> None:
         print(json.dumps(row), file=sys.stderr, flush=True)
@@ -94,6 +106,11 @@ def register(sub: Any) -> None:
         "--words", type=int, default=290, help="words per text (~300 tokens)"
     )
     mbr.add_argument("--embedder", default="embedded:all-minilm-l6-v2")
+    mbr.add_argument(
+        "--embedder-trust-remote-code",
+        action="store_true",
+        help="let the embedder run its repository's code (jina-embeddings-v3)",
+    )
     mbr.add_argument("--json", action="store_true", help="one JSON object")
     mbr.set_defaults(func=run_mbr)
     sampling = benches.add_parser(

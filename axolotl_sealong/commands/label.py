@@ -54,56 +54,88 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _yaml_data_path(cfg: dict[str, Any], config_path: Path) -> str | None:
-    """The first ``datasets:`` entry that the plugin labels."""
-    for ds in cfg.get("datasets") or []:
-        if ds.get("type") == PLUGIN_STRATEGY:
-            path = Path(str(ds.get("data_files") or ds.get("path")))
-            if not path.is_absolute() and not path.exists():
-                path = config_path.parent / path
-            return str(path)
-    return None
+def load_recipe(path: str) -> dict[str, Any]:
+    """An Axolotl YAML as a mapping; every way it can be unreadable is named."""
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"--config {path}: no such file (an Axolotl YAML with base_model and "
+            "sealong_* keys)"
+        )
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ValueError(f"--config {path}: not valid YAML ({err})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ValueError(
+            f"--config {path}: the YAML is a {type(raw).__name__}, not a mapping of "
+            "keys (base_model:, datasets:, sealong_*:): is this an Axolotl recipe?"
+        )
+    return raw
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[LabelConfig, str | None]:
-    """YAML settings (if any), overridden by flags; plus the data path."""
-    values: dict[str, Any] = {}
-    data = args.data
-    if args.config:
-        import yaml
+def config_from_args(
+    args: argparse.Namespace,
+) -> tuple[LabelConfig, dict[str, Any] | None]:
+    """Settings from the recipe (if any) as the plugin reads them, flags winning.
 
-        path = Path(args.config)
-        raw = yaml.safe_load(path.read_text()) or {}
-        base = LabelConfig.from_yaml_dict(raw)
-        values = base.model_dump(exclude_unset=True)
-        data = data or _yaml_data_path(raw, path)
-    for name in LabelConfig.model_fields:
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
-    return LabelConfig(**values), data
+    Flags are written into the recipe as ``sealong_*`` keys before it is read,
+    so ``--model`` also decides the default ``max_model_len`` (recipe.label_config,
+    the plugin's own function). Returns the settings and the recipe (or None).
+    """
+    flags = {
+        name: getattr(args, name)
+        for name in LabelConfig.model_fields
+        if getattr(args, name, None) is not None
+    }
+    if not getattr(args, "config", None):
+        return LabelConfig(**flags), None
+    from axolotl_sealong.recipe import label_config
+
+    raw = load_recipe(args.config)
+    merged = {**raw, **{YAML_PREFIX + k: v for k, v in flags.items()}}
+    return label_config(merged), raw
+
+
+def questions_from_args(
+    args: argparse.Namespace, recipe: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """``--data``, else every self-label dataset of ``--config`` (the plugin's way)."""
+    from axolotl_sealong.pipeline import read_rows
+
+    if args.data:
+        rows = read_rows(args.data)
+        if not rows:
+            raise ValueError(f"--data {args.data}: the file has no rows")
+        return rows
+    if recipe is not None:
+        from axolotl_sealong.recipe import read_questions
+
+        return read_questions(recipe, base_dir=Path(args.config).resolve().parent)
+    raise ValueError(
+        "no data: pass --data PATH (jsonl, json or parquet with context, "
+        f"question and optional answers), or a --config whose datasets: entry "
+        f"has type: {PLUGIN_STRATEGY}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from axolotl_sealong.config import describe_validation_error
     from axolotl_sealong.diagnostics import format_table
-    from axolotl_sealong.pipeline import label, read_rows
+    from axolotl_sealong.pipeline import label
 
     try:
-        cfg, data = config_from_args(args)
+        cfg, recipe = config_from_args(args)
     except ValidationError as err:
-        first = err.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "settings"
-        raise ValueError(
-            f"{name} (--{name.replace('_', '-')} / {YAML_PREFIX}{name}): {first['msg']}"
-        ) from None
-    if not data:
-        raise ValueError(
-            "no data: pass --data PATH (jsonl, json or parquet with context, "
-            f"question and optional answers), or a --config whose datasets: entry "
-            f"has type: {PLUGIN_STRATEGY}"
-        )
-    result = label(cfg, read_rows(data), args.out, progress=not args.no_progress)
+        raise ValueError(describe_validation_error(err)) from None
+    rows = questions_from_args(args, recipe)
+    result = label(cfg, rows, args.out, progress=not args.no_progress)
     print(format_table(result.diagnostics["subem"]))
     print(json.dumps({"counts": result.counts, "out": str(result.out_dir)}, indent=2))
     return 0

@@ -109,9 +109,14 @@ def load_tokenizer(name_or_path: str = DEFAULT_TOKENIZER) -> TokenCounter:
     """A ``TokenCounter`` for a local folder, an HF id or ``embedded:*`` name."""
     from transformers import AutoTokenizer
 
-    from axolotl_sealong.embedded import resolve_model
+    from axolotl_sealong.embedded import check_model_source
 
-    path = resolve_model(name_or_path)
+    path = check_model_source(
+        name_or_path,
+        "--tokenizer",
+        needs=("tokenizer_config.json", "tokenizer.json"),
+        what="the target model's folder",
+    )
     tokenizer = AutoTokenizer.from_pretrained(path)
     return TokenCounter(tokenizer, name=name_or_path)
 

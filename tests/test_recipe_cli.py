@@ -1,0 +1,126 @@
+"""`sealong label --config` reads a recipe exactly as the plugin does.
+
+Same settings (``max_model_len`` sized to ``sequence_len``), same questions
+(every ``axolotl_sealong.self_label`` entry), hence the same prompts and one
+sample cache: labeling with the CLI first warms ``axolotl train``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from axolotl_sealong.cli import main
+
+
+def _questions(path: Path, start: int, n: int, filler: int) -> Path:
+    rows = [
+        {
+            "context": f"Passage 1:\nKel{i} is the capital of Zorvan{i}. "
+            + "filler " * (filler * (i % 3)),
+            "question": f"What is the capital of Zorvan{i}?",
+            "answers": [f"Kel{i}"],
+        }
+        for i in range(start, start + n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _recipe(tmp_path: Path, model: Path, **extra) -> Path:
+    a = _questions(tmp_path / "a.jsonl", 0, 3, filler=40)
+    b = _questions(tmp_path / "b.jsonl", 3, 3, filler=40)
+    recipe = {
+        "base_model": str(model),
+        "plugins": ["axolotl_sealong.SeaLongPlugin"],
+        "sequence_len": 160,  # the long questions do not fit: skipped
+        "datasets": [
+            {"path": str(a), "ds_type": "json", "type": "axolotl_sealong.self_label"},
+            {"path": "other.jsonl", "type": "alpaca"},  # passes through
+            {"path": b.name, "ds_type": "json", "type": "axolotl_sealong.self_label"},
+        ],
+        "sealong_num_samples": 3,
+        "sealong_max_new_tokens": 8,
+        "sealong_utility": "rouge_l",
+        "sealong_cache_dir": str(tmp_path / "cache"),
+        **extra,
+    }
+    path = tmp_path / "recipe.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_cli_labels_every_self_label_dataset_with_the_plugins_settings(
+    tiny_llama_dir, tmp_path, monkeypatch
+):
+    recipe = _recipe(tmp_path, tiny_llama_dir)
+    monkeypatch.chdir(tmp_path)  # b.jsonl is relative, as axolotl reads it
+    code = main(["label", "--config", str(recipe), "--out", "cli", "--no-progress"])
+    assert code == 0
+    diag = json.loads((tmp_path / "cli" / "diagnostics.json").read_text())
+    assert diag["counts"]["questions"] == 6  # both entries, not only the first
+    assert diag["settings"]["max_model_len"] == 160  # min(sequence_len, model's)
+    assert diag["counts"]["skipped_overlong"] > 0
+    assert diag["counts"]["sampled"] > 0
+
+    # the plugin's own functions on the same YAML: same settings, same rows
+    from axolotl.utils.dict import DictDefault
+
+    import axolotl_sealong.pipeline as pipeline
+    from axolotl_sealong.plugin import _read_questions, label_settings
+
+    cfg = DictDefault(yaml.safe_load(recipe.read_text()))
+    plugin_cfg = label_settings(cfg)
+    assert plugin_cfg.public_settings() == diag["settings"]
+    rows = _read_questions(cfg)
+    assert [r["question"] for r in rows] == [
+        f"What is the capital of Zorvan{i}?" for i in range(6)
+    ]
+
+    def no_model(cfg):
+        raise AssertionError("the CLI's labels did not warm the plugin's run")
+
+    monkeypatch.setattr(pipeline, "_open_sampler", no_model)
+    warm = pipeline.label(plugin_cfg, rows, tmp_path / "plugin", progress=False)
+    assert warm.counts["cache_hits"] == diag["counts"]["sampled"]
+    assert warm.counts["sampled"] == 0
+
+
+def test_flags_override_the_recipe_before_it_is_read(tiny_llama_dir, tmp_path):
+    """--max-model-len beats the sequence_len sizing; other YAML keys stay."""
+    import argparse
+
+    from axolotl_sealong.commands.label import add_config_flags, config_from_args
+
+    recipe = _recipe(tmp_path, tiny_llama_dir)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    parser.add_argument("--data")
+    add_config_flags(parser)
+    args = parser.parse_args(["--config", str(recipe), "--max-model-len", "512"])
+    cfg, raw = config_from_args(args)
+    assert cfg.max_model_len == 512 and cfg.num_samples == 3
+    assert raw is not None and raw["sequence_len"] == 160
+    args = parser.parse_args(["--config", str(recipe), "--num-samples", "5"])
+    cfg, _ = config_from_args(args)
+    assert cfg.num_samples == 5 and cfg.max_model_len == 160
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("- a\n- b\n", "the YAML is a list, not a mapping"),
+        ("base_model: [unclosed\n", "not valid YAML"),
+        ("sequence_len: 4096\n", "no datasets: entry has type: axolotl_sealong"),
+        ("sequence_len: 1024\n", "sequence_len 1024 leaves no room for a prompt"),
+    ],
+)
+def test_unreadable_recipes_are_named(tmp_path, capsys, text, match):
+    path = tmp_path / "r.yml"
+    path.write_text(text)
+    assert main(["label", "--config", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert match in err and "Traceback" not in err
