@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from openai_fake import Behaviour, FakeServer
+from proc_support import alive
 
 from axolotl_sealong import sampling_server as ss
 from axolotl_sealong.config import LabelConfig
@@ -35,15 +36,6 @@ GPU = ss.ServerEnv(
     python="/x/python", vllm="0.23.0", distribution="vllm", torch="2.11.0",
     cuda=True, gpus=4, cuda_version="13.0",
 )  # fmt: skip
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie awaiting its parent does not count)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _pids(log: Path) -> tuple[int, int]:
@@ -263,7 +255,7 @@ def test_ready_then_stop_leaves_no_process_and_no_port(tmp_path):
     state = json.loads((tmp_path / "labels" / ss.STATE_FILE).read_text())
     assert state["state"] == "ready" and state["port"] == server.port
     server.stop()
-    assert not _alive(pid) and not _alive(child)
+    assert not alive(pid) and not alive(child)
     assert not ss.port_open(server.port)
     state = json.loads((tmp_path / "labels" / ss.STATE_FILE).read_text())
     assert state["state"] == "stopped" and child in state["pids"]
@@ -277,7 +269,7 @@ def test_a_server_that_ignores_sigterm_is_killed_after_the_grace(tmp_path):
     pid, child = _pids(server.log_path)
     t0 = time.monotonic()
     server.stop()
-    assert not _alive(pid) and not _alive(child)
+    assert not alive(pid) and not alive(child)
     assert 1.0 <= time.monotonic() - t0 < 15
 
 
@@ -297,7 +289,7 @@ def test_a_server_never_ready_times_out_and_is_stopped(tmp_path):
     with pytest.raises(ss.ServerFailed, match="not ready within 3 s"):
         server.start()
     pid, child = _pids(server.log_path)
-    assert not _alive(pid) and not _alive(child)
+    assert not alive(pid) and not alive(child)
 
 
 _OWNER = textwrap.dedent(
@@ -346,9 +338,9 @@ def test_the_server_never_outlives_its_owner(tmp_path, how):
         proc.send_signal(getattr(signal, how))
     proc.wait(30)
     deadline = time.monotonic() + 20
-    while (_alive(pid) or _alive(child)) and time.monotonic() < deadline:
+    while (alive(pid) or alive(child)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not _alive(pid) and not _alive(child)
+    assert not alive(pid) and not alive(child)
     state = json.loads(log.with_name("state.json").read_text())["state"]
     assert state == ("ready" if how == "SIGKILL" else "stopped")
 

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from proc_support import alive, process_group
+from test_plugin_e2e import _recipe
 
 from axolotl_sealong import sampling_server as ss
 from axolotl_sealong.config import LabelConfig
@@ -70,28 +71,6 @@ def _cfg(tmp_path: Path, **kw) -> LabelConfig:
     return LabelConfig(**base)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _group(pgid: int) -> list[int]:
-    """Live processes in process group ``pgid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if fields[0] != "Z" and int(fields[2]) == pgid:
-                found.append(int(entry.name))
-    return found
-
-
 def _state(folder: Path) -> dict:
     return json.loads((folder / ss.STATE_FILE).read_text())
 
@@ -101,8 +80,8 @@ def _assert_gone(folder: Path) -> None:
     state = _state(folder)
     assert state["state"] == "stopped", state
     assert len(state["pids"]) >= 2  # the API server and vLLM's engine core
-    assert not [p for p in state["pids"] if _alive(p)]
-    assert not _group(state["pid"])
+    assert not [p for p in state["pids"] if alive(p)]
+    assert not process_group(state["pid"])
     assert not ss.port_open(state["port"])
 
 
@@ -226,48 +205,14 @@ def test_an_adapter_is_served_as_a_lora_module(tmp_path):
 
 
 def test_axolotl_preprocess_starts_the_server_and_train_reuses_the_rows(tmp_path):
-    questions = tmp_path / "questions.jsonl"
-    questions.write_text("".join(json.dumps(r) + "\n" for r in _rows(4)))
-    recipe = {
-        "base_model": MODEL,
-        "plugins": ["axolotl_sealong.SeaLongPlugin"],
-        "datasets": [
-            {
-                "path": str(questions),
-                "ds_type": "json",
-                "split": "train",
-                "type": "axolotl_sealong.self_label",
-            }
-        ],
-        "sealong_sampler": "vllm_server",
-        "sealong_num_samples": 3,
-        "sealong_max_new_tokens": 16,
-        "sealong_utility": "rouge_l",
-        "sealong_cache_dir": str(tmp_path / "cache"),
-        "rl": "orpo",
-        "orpo_alpha": 0.1,
-        "remove_unused_columns": False,
-        "chat_template": "tokenizer_default",
-        "sequence_len": 1024,
-        "adapter": "lora",
-        "lora_r": 4,
-        "lora_alpha": 8,
-        "lora_dropout": 0.0,
-        "lora_target_linear": True,
-        "micro_batch_size": 1,
-        "gradient_accumulation_steps": 1,
-        "num_epochs": 1,
-        "max_steps": 1,
-        "optimizer": "adamw_torch",
-        "learning_rate": 1e-4,
-        "bf16": False,
-        "fp16": False,
-        "dataset_num_proc": 1,
-        "dataset_prepared_path": str(tmp_path / "prepared"),
-        "output_dir": str(tmp_path / "trained"),
-    }
-    path = tmp_path / "recipe.yml"
-    path.write_text(yaml.safe_dump(recipe))
+    path = _recipe(
+        tmp_path,
+        MODEL,
+        "orpo",
+        sealong_sampler="vllm_server",
+        sealong_utility="rouge_l",
+        max_steps=1,
+    )
     # the server's interpreter found through $SEALONG_VLLM_PYTHON, as a user
     # with two environments would set it
     env = {
@@ -319,4 +264,4 @@ def test_axolotl_preprocess_starts_the_server_and_train_reuses_the_rows(tmp_path
     assert "sealong: reusing labeled rows" in train
     assert "vLLM server" not in train and "self-labeling" not in train
     assert _state(labels)["time"] == stamp  # no second server
-    assert (tmp_path / "trained" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "out" / "adapter_model.safetensors").exists()

@@ -34,15 +34,19 @@ def _params(**kw) -> SamplingParams:
     return SamplingParams(**base)
 
 
-@pytest.fixture(scope="module")
-def engine(model_dir):
-    sampler = make_sampler(
+def _open(model_dir):
+    return make_sampler(
         "vllm",
         model_dir,
         max_model_len=MAX_MODEL_LEN,
         enforce_eager=True,
         gpu_memory_utilization=RAM_FRACTION,
     )
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    sampler = _open(model_dir)
     yield sampler
     sampler.close()
 
@@ -181,13 +185,7 @@ def test_close_leaves_the_callers_process_group_alone(model_dir):
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1
     )
     try:
-        sampler = make_sampler(
-            "vllm",
-            model_dir,
-            max_model_len=MAX_MODEL_LEN,
-            enforce_eager=True,
-            gpu_memory_utilization=RAM_FRACTION,
-        )
+        sampler = _open(model_dir)
         out = dict(sampler.sample(_requests(1), _params()))
         sampler.close()
         assert all(len(t) == 3 for t in out.values())
