@@ -318,6 +318,13 @@ def build_parser(
         help="after this many seconds the remaining timed runs are skipped "
         "(reported as such), so the check ends in minutes (default 360)",
     )
+    parser.add_argument(
+        "--dtype",
+        choices=("bfloat16", "float16", "float32"),
+        default=None,
+        help="weights and compute dtype (default bfloat16; float32 on --dry-run): "
+        "float32 tells a kernel bug from bf16 rounding when greedy tokens differ",
+    )
     parser.add_argument("--workdir", help="keep the random model here (default: temp)")
     return parser
 
@@ -327,7 +334,7 @@ def main(args: argparse.Namespace) -> int:
     report = run_check(
         config=args.config or ("tiny" if dry else "llama31_8b"),
         device="cpu" if dry else "cuda",
-        dtype_name="float32" if dry else "bfloat16",
+        dtype_name=args.dtype or ("float32" if dry else "bfloat16"),
         prompt_tokens=args.prompt_tokens or (512 if dry else 16384),
         n=args.n or (4 if dry else 32),
         new_tokens=args.new_tokens or (8 if dry else 128),

@@ -67,3 +67,31 @@ def test_gpu_check_needs_nothing_a_bare_gpu_image_lacks(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     _check_report(out)
+
+
+def test_gpu_check_dtype_and_budget(tmp_path):
+    """--dtype reaches the model (the float32 rerun that told bf16 rounding from a
+    kernel bug on the H200); --budget-s 0 skips every timed run and says so."""
+    out = tmp_path / "gpu_check.json"
+    done = subprocess.run(
+        [
+            "bash",
+            str(ROOT / "scripts" / "gpu_check.sh"),
+            str(out),
+            "--dry-run",
+            "--dtype",
+            "bfloat16",
+            "--budget-s",
+            "0",
+        ],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["dtype"] == "bfloat16"
+    assert report["checks"]["seeded_samples_repeat"] is True
+    assert {r.get("skipped") for r in report["runs"]} == {"time budget"}
+    assert len(report["runs"]) == 6
