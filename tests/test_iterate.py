@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -492,7 +493,7 @@ def test_iterate_two_rounds_on_a_user_recipe(
         "--guard-temperature-step", "0.3", "--guard-max-temperature", "1.0",
         "--margin-quantile", "0.5",
         "--eval-tasks", "sealong_synth",
-        f"--eval-args=--metadata {metadata} --gen_kwargs max_gen_toks=4",
+        f"--eval-args=--metadata {shlex.quote(metadata)} --gen_kwargs max_gen_toks=4",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     report = json.loads((out / "report.json").read_text())
