@@ -768,6 +768,8 @@ class Iteration:
         if r > 1:
             cfg["sealong_model"] = str(prev.path)
             cfg["sealong_adapter"] = str(prev.adapter) if prev.adapter else None
+            # a recipe's own starting adapter belongs to round 1 only
+            cfg["lora_model_dir"] = None
         if self.policy.train_from == "previous" and not prev.adapter:
             cfg["base_model"] = str(prev.path)
         else:
