@@ -904,11 +904,13 @@ class Iteration:
 
         trained = self.stages.run(f"train_{r}", train)
         if self.lora and self.policy.sample_with == "merged":
-            base = Path(trained["base_model"])
             self.stages.run(
                 f"merge_{r}",
                 lambda: merge_adapter(
-                    base, Path(trained["adapter"]), rdir / "model", self.merge_dtype
+                    Path(trained["base_model"]),
+                    Path(trained["adapter"]),
+                    rdir / "model",
+                    self.merge_dtype,
                 ),
             )
         return {

@@ -525,3 +525,35 @@ def test_iterate_two_rounds_on_a_user_recipe(
     assert [e["label"] for e in report["evals"]] == ["before", "round 1", "round 2"]
     assert report["evals"][2]["gain_vs_previous"]["gain_ci95"]
     assert "## Label-free signals" in (out / "report.md").read_text()
+
+
+def test_a_round_recorded_by_the_old_demo_resumes_without_rerunning(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    """Demo runs from before iterate recorded no base_model, signals or train_file.
+
+    Adopting such a round once failed (KeyError) before round 2 could start.
+    """
+    labels = tmp_path / "old" / "round1" / "prepared" / "sealong" / "abc"
+    labels.mkdir(parents=True)
+    (labels / "scored.jsonl").write_text(
+        json.dumps(_scored(["Kel2", "no"], [0.9, 0.2], True, answers=["Kel2"])) + "\n"
+    )
+    (labels / "train_orpo_seq1024_error.jsonl").write_text("{}\n")
+    old = {  # the records sealong demo wrote before iterate existed
+        "label_1": {"folder": str(labels), "pairs": 1, "diagnostics": {}},
+        "train_1": {"adapter": str(labels.parent / "adapter"), "command": "axolotl"},
+        "merge_1": {"model": str(tmp_path / "old" / "round1" / "model")},
+    }
+    for policy in (RoundPolicy(), RoundPolicy(train_from="base")):
+        out = tmp_path / f"new_{policy.train_from}"
+        stages = Stages(out, {"x": 1}, fresh=False)
+        for name, rec in old.items():
+            stages.run(name, lambda rec=rec: rec)
+        it = Iteration(_recipe(tmp_path, tiny_llama_dir), out, stages, policy,
+                       EvalSettings())  # fmt: skip
+        result = it.run_round(1)  # every stage done: nothing may run
+        assert result["signals"]["pairs"] == 1
+        assert it.model_of(1).path == tmp_path / "old" / "round1" / "model"
+        if policy.train_from == "base":
+            assert it.union_files(2) == [str(labels / "train_orpo_seq1024_error.jsonl")]
