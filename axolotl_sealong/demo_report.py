@@ -276,6 +276,10 @@ def _eval_section(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
 def _signals_section(rounds: Sequence[Mapping[str, Any]]) -> list[str]:
     """What each round's samples said without gold answers, and what was decided."""
     lines = [
@@ -305,7 +309,7 @@ def _signals_section(rounds: Sequence[Mapping[str, Any]]) -> list[str]:
             f"{sig.get('distinct_samples', '')} | {gap.get('p25', '')} / "
             f"{gap.get('p50', '')} / {gap.get('p75', '')} | {r.get('pairs', '')} | "
             f"{'' if margin is None else f'gap >= {margin}'} | "
-            f"{pol.get('training_rows', '')} |"
+            f"{_cell(pol.get('training_rows'))} |"
         )
     probes = [
         (r["round"], p)

@@ -486,6 +486,28 @@ def label_summary(folder: Path, tokenizer: Any) -> dict[str, Any]:
     }
 
 
+def log_signals(r: int, summary: dict[str, Any]) -> None:
+    """One line per round: the label-free signals, then the gold diagnostics."""
+    sig, gold = summary["signals"], summary["diagnostics"]
+    LOG.info(
+        "round %d labels: identical share %s, mean similarity %s, distinct samples "
+        "%s, pairs %s, gap p50 %s%s",
+        r,
+        sig.get("identical_share"),
+        sig.get("mean_similarity"),
+        sig.get("distinct_samples"),
+        sig.get("pairs"),
+        (sig.get("gap") or {}).get("p50"),
+        (
+            f"; gold: MBR pick {gold['mbr_pick']} vs random sample "
+            f"{gold['random_sample']}, chosen/rejected right {gold['chosen']}/"
+            f"{gold['rejected']}"
+            if gold.get("questions_with_answers")
+            else ""
+        ),
+    )
+
+
 def signals_of(folder: Path) -> dict[str, Any]:
     from axolotl_sealong.diagnostics import label_free_signals, pairs_by_gap
     from axolotl_sealong.pipeline import read_rows
@@ -870,6 +892,7 @@ class Iteration:
             run_logged(cmd, logs / f"label_{r}.log", f"label_{r}", self.resume_hint)
             folder = labeled_dir(rdir)
             summary = label_summary(folder, self.tokenizer)
+            log_signals(r, summary)
             margin = None
             if self.policy.margin_quantile:
                 margin = margin_threshold(folder, self.policy.margin_quantile)
