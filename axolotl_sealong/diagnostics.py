@@ -102,3 +102,86 @@ def pick_accuracy_by_n(
                 }
             )
     return out
+
+
+GAP_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def label_free_signals(scored: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How much a labeling run's samples agree, from the samples alone.
+
+    No gold answers: these can steer a run (the iterate diversity guard, the
+    margin filter). ``identical_share``: questions whose N samples are one text
+    (no pair can be made). ``mean_similarity``: the mean MBR score, which is the
+    mean pairwise utility of the samples. ``distinct_samples``: distinct texts
+    per question. ``gap``: quantiles of the best-worst MBR score gap, over all
+    questions and over those that gave a pair.
+    """
+    import numpy as np
+
+    if not scored:
+        return {"questions": 0}
+    identical = [len({s.strip() for s in r["samples"]}) == 1 for r in scored]
+    # blank samples carry no score (None): the mean is over the scored ones
+    scores = [
+        float(np.mean(kept))
+        for r in scored
+        if (kept := [v for v in r.get("scores") or [] if v is not None])
+    ]
+    gaps = [float(r.get("gap", 0.0)) for r in scored]
+    paired = [float(r.get("gap", 0.0)) for r in scored if r.get("rejected") is not None]
+
+    def quantiles(values: list[float]) -> dict[str, float]:
+        if not values:
+            return {}
+        qs = np.quantile(values, GAP_QUANTILES)
+        out = {
+            f"p{round(100 * q)}": round(float(v), 4)
+            for q, v in zip(GAP_QUANTILES, qs, strict=True)
+        }
+        out["mean"] = round(float(np.mean(values)), 4)
+        return out
+
+    return {
+        "questions": len(scored),
+        "identical_share": round(sum(identical) / len(scored), 4),
+        "mean_similarity": round(float(np.mean(scores)), 4) if scores else None,
+        "distinct_samples": round(
+            float(np.mean([len({s.strip() for s in r["samples"]}) for r in scored])), 2
+        ),
+        "pairs": len(paired),
+        "gap": quantiles(gaps),
+        "gap_paired": quantiles(paired),
+    }
+
+
+def pairs_by_gap(
+    scored: Sequence[dict[str, Any]], parts: int = 2
+) -> list[dict[str, Any]]:
+    """Chosen vs rejected SubEM of the pairs, by MBR gap (smallest gaps first).
+
+    Gold answers, for choosing a margin filter on a dev run: if the pairs with a
+    small best-worst gap have chosen no more often right than rejected, they
+    teach noise and a margin filter can drop them.
+    """
+    pairs = sorted(
+        (r for r in scored if r.get("answers") and r.get("rejected") is not None),
+        key=lambda r: float(r["gap"]),
+    )
+    out = []
+    for i in range(parts):
+        part = pairs[i * len(pairs) // parts : (i + 1) * len(pairs) // parts]
+        if not part:
+            continue
+        chosen = sum(sub_em(r["samples"][r["chosen"]], r["answers"]) for r in part)
+        rejected = sum(sub_em(r["samples"][r["rejected"]], r["answers"]) for r in part)
+        out.append(
+            {
+                "pairs": len(part),
+                "gap_from": round(float(part[0]["gap"]), 4),
+                "gap_to": round(float(part[-1]["gap"]), 4),
+                "chosen": round(100 * chosen / len(part), 2),
+                "rejected": round(100 * rejected / len(part), 2),
+            }
+        )
+    return out

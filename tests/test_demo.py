@@ -84,7 +84,7 @@ def test_report_markdown_and_plots(tmp_path: Path) -> None:
         "seconds": {"eval_0": 10.0},
     }
     text = demo_report.render_markdown(report)
-    assert "| round 1 | 30.0 | 21.0-39.0 | +10.0 | [+3.0, +17.0] | 25.0 |" in text
+    assert "| round 1 | 30.0 | 21.0-39.0 | +10.0 | [+3.0, +17.0] |  |  | 25.0 |" in text
     assert "excludes zero" in text and "| 1 | base model | 40.0 | 25.0 |" in text
     for fn, name in (
         (demo_report.plot_before_after, "ba.png"),

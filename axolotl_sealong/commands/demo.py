@@ -16,7 +16,8 @@ HELP = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from axolotl_sealong.demo import DemoSettings
+    from axolotl_sealong.commands.iterate import add_policy_flags
+    from axolotl_sealong.demo import DEMO_POLICY, DemoSettings
 
     parser = subparsers.add_parser("demo", help=HELP, description=HELP)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -33,6 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="forget the finished stages in --out and start over",
     )
+    parser.add_argument(
+        "--from-run",
+        type=Path,
+        help="take eval_0 and rounds 1..R-1 from this finished demo run (same "
+        "settings but the round policies) and run rounds R.. here",
+    )
+    parser.add_argument("--from-round", type=int, default=0, help="R for --from-run")
     defaults = DemoSettings()
     for field in dataclasses.fields(DemoSettings):
         value = getattr(defaults, field.name)
@@ -42,10 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             default=value,
             help=f"(default: {value})",
         )
+    add_policy_flags(parser, DEMO_POLICY)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from axolotl_sealong.commands.iterate import policy_from_args
     from axolotl_sealong.demo import DemoSettings, run_demo
 
     settings = DemoSettings(
@@ -53,7 +63,14 @@ def run(args: argparse.Namespace) -> int:
     )
     command = shlex.join(["sealong", *sys.argv[1:]]) if sys.argv[1:] else "sealong demo"
     report = run_demo(
-        args.out, settings, rounds=args.rounds, fresh=args.fresh, command=command
+        args.out,
+        settings,
+        policy=policy_from_args(args),
+        rounds=args.rounds,
+        fresh=args.fresh,
+        from_run=args.from_run,
+        from_round=args.from_round,
+        command=command,
     )
     split = "held-out" if settings.eval_split == "eval" else "dev-split"
     print(

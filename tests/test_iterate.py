@@ -1,0 +1,559 @@
+"""``sealong iterate``: policies, signals, round configs, stages, a real tiny run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from axolotl_sealong import demo_report, iterate
+from axolotl_sealong.diagnostics import label_free_signals, pairs_by_gap
+from axolotl_sealong.iterate import EvalSettings, Iteration, RoundPolicy, Stages
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTH_EVAL = ROOT / "tests" / "data" / "eval" / "synth_eval.jsonl"
+
+
+# --------------------------------------------------------------------------- #
+# Settings: bad values fail before any work, naming the field and the fix
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"train_from": "scratch"},
+            "--train-from 'scratch': use one of previous, base",
+        ),
+        ({"sample_with": "lora"}, "--sample-with 'lora': use one of merged, adapter"),
+        ({"questions_per_round": -1}, "--questions-per-round -1: must be >= 0"),
+        ({"guard_identical_share": 1.5}, r"--guard-identical-share 1.5: .*\[0, 1\)"),
+        ({"guard_mean_similarity": -0.1}, "--guard-mean-similarity -0.1"),
+        ({"margin_quantile": 1.0}, r"--margin-quantile 1.0: must be in \[0, 1\)"),
+        (
+            {"guard_identical_share": 0.25, "guard_probe_questions": 2},
+            "--guard-probe-questions 2: must be >= 4",
+        ),
+        (
+            {"guard_mean_similarity": 0.9, "guard_temperature_step": 0.0},
+            "--guard-temperature-step 0.0: must be > 0",
+        ),
+    ],
+)
+def test_bad_policies_fail_before_work(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RoundPolicy(**change).check()
+
+
+def test_run_arguments_are_checked() -> None:
+    ok = RoundPolicy()
+    with pytest.raises(ValueError, match="--rounds 0: must be >= 1"):
+        iterate.check_run_args(ok, 0, "auto", "auto", None, 0)
+    with pytest.raises(ValueError, match="--merge-dtype 'fp8'"):
+        iterate.check_run_args(ok, 1, "fp8", "auto", None, 0)
+    with pytest.raises(ValueError, match="--from-run and --from-round go together"):
+        iterate.check_run_args(ok, 2, "auto", "auto", Path("x"), 0)
+    with pytest.raises(ValueError, match="--from-round 3: must be in 2..--rounds"):
+        iterate.check_run_args(ok, 2, "auto", "auto", Path("x"), 3)
+
+
+def _questions(path: Path, n: int) -> Path:
+    rows = [
+        {
+            "context": "\n".join(
+                f"Passage {j}:\nZorvan{i}-{j} lies on the river Kel{j}."
+                for j in range(4)
+            ),
+            "question": f"Which river does Zorvan{i}-2 lie on?",
+            "answers": ["Kel2"],
+        }
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _recipe(tmp: Path, model: Path, n_questions: int = 8, **extra: Any) -> dict:
+    cfg = {
+        "base_model": str(model),
+        "plugins": ["axolotl_sealong.SeaLongPlugin"],
+        "datasets": [
+            {
+                "path": str(_questions(tmp / "questions.jsonl", n_questions)),
+                "ds_type": "json",
+                "split": "train",
+                "type": "axolotl_sealong.self_label",
+            }
+        ],
+        "sealong_num_samples": 3,
+        "sealong_max_new_tokens": 12,
+        "sealong_sampler": "hf",
+        "sealong_cache_dir": str(tmp / "samples"),
+        "chat_template": "tokenizer_default",
+        "sequence_len": 1024,
+        "rl": "orpo",
+        "orpo_alpha": 0.1,
+        "remove_unused_columns": False,
+        "adapter": "lora",
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.0,
+        "lora_target_linear": True,
+        "micro_batch_size": 1,
+        "gradient_accumulation_steps": 1,
+        "num_epochs": 1,
+        "max_steps": 2,
+        "optimizer": "adamw_torch",
+        "learning_rate": 1e-4,
+        "bf16": False,
+        "fp16": False,
+        "dataset_num_proc": 1,
+        "save_safetensors": True,
+        "dataset_prepared_path": str(tmp / "ignored_prepared"),
+        "output_dir": str(tmp / "ignored_out"),
+    }
+    return cfg | extra
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "axolotl_sealong.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "flags", "message"),
+    [
+        (
+            {"plugins": []},
+            [],
+            r"no `plugins: \[axolotl_sealong.SeaLongPlugin\]`",
+        ),
+        (
+            {"datasets": [{"path": "q.jsonl", "type": "chat_template"}]},
+            [],
+            "no datasets: entry of type axolotl_sealong.self_label",
+        ),
+        ({"sealong_temprature": 0.5}, [], "unknown setting.*sealong_temprature"),
+        ({"adapter": None}, ["--sample-with", "adapter"], "needs a LoRA recipe"),
+        ({}, ["--train-from", "scratch"], "--train-from 'scratch'"),
+        (
+            {},
+            ["--questions-per-round", "4", "--rounds", "3"],
+            r"needs 12 questions, but the recipe's self-label datasets hold 8: "
+            r"add questions, lower --questions-per-round to 2 or --rounds to 2",
+        ),
+    ],
+)
+def test_cli_refuses_bad_recipes_and_flags(
+    tmp_path: Path, tiny_llama_dir: Path, edit: dict, flags: list, message: str
+) -> None:
+    """One line on stderr and exit 2, before any model loads (no stage starts)."""
+    recipe = _recipe(tmp_path, tiny_llama_dir) | edit
+    config = tmp_path / "recipe.yml"
+    config.write_text(
+        yaml.safe_dump({k: v for k, v in recipe.items() if v is not None})
+    )
+    out = tmp_path / "run"
+    done = _cli("iterate", "--config", str(config), "--out", str(out), *flags)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "sealong iterate: error:" in done.stderr
+    assert __import__("re").search(message, done.stderr), done.stderr[-2000:]
+    assert "stage" not in done.stderr  # nothing ran
+    assert not (out / "round1").exists()
+
+
+# --------------------------------------------------------------------------- #
+# Label-free signals and the guard
+# --------------------------------------------------------------------------- #
+def _scored(
+    samples: list[str], scores: list[float], paired: bool, **extra: Any
+) -> dict:
+    return {
+        "samples": samples,
+        "scores": scores,
+        "chosen": 0,
+        "rejected": 1 if paired else None,
+        "gap": max(scores) - min(scores),
+        **extra,
+    }
+
+
+def test_label_free_signals() -> None:
+    rows = [
+        _scored(["a", "a ", "a"], [1.0, 1.0, 1.0], False),  # identical once stripped
+        _scored(["a", "b", "c"], [0.5, 0.4, 0.3], True),
+        _scored(["x", "x", "y"], [0.8, 0.8, 0.6], True),
+        _scored(["p", "q", "q"], [0.7, 0.9, 0.9], True),
+    ]
+    sig = label_free_signals(rows)
+    assert sig["questions"] == 4 and sig["pairs"] == 3
+    assert sig["identical_share"] == 0.25
+    # the mean MBR score is the mean pairwise similarity of the samples
+    assert sig["mean_similarity"] == pytest.approx(
+        (1.0 + 0.4 + 2.2 / 3 + 2.5 / 3) / 4, abs=1e-4
+    )
+    assert sig["distinct_samples"] == pytest.approx((1 + 3 + 2 + 2) / 4)
+    assert sig["gap"]["p50"] == pytest.approx(0.2) and sig["gap"][
+        "mean"
+    ] == pytest.approx(0.15)
+    assert sig["gap_paired"]["p50"] == pytest.approx(0.2)
+    assert label_free_signals([]) == {"questions": 0}
+
+
+def test_pairs_by_gap_splits_small_and_large_gaps() -> None:
+    rows = [
+        _scored(["Kel2", "no"], [0.9, 0.8], True, answers=["Kel2"]),  # gap 0.1
+        _scored(["no", "Kel2"], [0.9, 0.7], True, answers=["Kel2"]),  # gap 0.2
+        _scored(["Kel2", "no"], [0.9, 0.3], True, answers=["Kel2"]),  # gap 0.6
+        _scored(["Kel2", "no"], [0.9, 0.1], True, answers=["Kel2"]),  # gap 0.8
+        _scored(["Kel2", "Kel2"], [0.9, 0.9], False, answers=["Kel2"]),  # no pair
+    ]
+    small, large = pairs_by_gap(rows)
+    assert (small["pairs"], small["chosen"], small["rejected"]) == (2, 50.0, 50.0)
+    assert (large["pairs"], large["chosen"], large["rejected"]) == (2, 100.0, 0.0)
+    assert small["gap_to"] <= large["gap_from"]
+
+
+def test_guard_raises_temperature_in_steps_up_to_its_cap() -> None:
+    policy = RoundPolicy(
+        guard_identical_share=0.25,
+        guard_temperature_step=0.2,
+        guard_max_temperature=0.8,
+    )
+    share = {0.3: 0.44, 0.5: 0.3, 0.7: 0.1}
+    seen: list[float] = []
+
+    def measure(t: float) -> dict[str, Any]:
+        seen.append(t)
+        return {"identical_share": share.get(t, 0.5), "mean_similarity": 0.9}
+
+    t, probes = iterate.guard_steps(0.3, policy, measure)
+    assert t == 0.7 and seen == [0.3, 0.5, 0.7]
+    assert [bool(p["trips"]) for p in probes] == [True, True, False]
+    assert "identical share 0.440 > 0.25" in probes[0]["trips"][0]
+    # never above the cap, even when the samples still agree there
+    agree = {"identical_share": 0.9, "mean_similarity": 0.9}
+    t, probes = iterate.guard_steps(0.5, policy, lambda t: agree)
+    assert t == 0.8 and [p["temperature"] for p in probes] == [0.5, 0.7, 0.8]
+    # the mean-similarity trigger alone
+    sim = RoundPolicy(guard_mean_similarity=0.95)
+
+    def similar(t: float) -> dict[str, Any]:
+        return {"identical_share": 0.0, "mean_similarity": 0.97 if t < 0.5 else 0.9}
+
+    t, _ = iterate.guard_steps(0.3, sim, similar)
+    assert t == 0.5
+
+
+# --------------------------------------------------------------------------- #
+# Round configs: which model samples, which trains, on which rows
+# --------------------------------------------------------------------------- #
+def _iteration(tmp: Path, model: Path, policy: RoundPolicy) -> Iteration:
+    out = tmp / f"run_{policy.train_from}_{policy.sample_with}"
+    stages = Stages(out, {"p": iterate.policy_settings(policy)}, fresh=True)
+    it = Iteration(_recipe(tmp, model), out, stages, policy, EvalSettings())
+    r1 = it.rdir(1)
+    records = {
+        "questions_1": it.questions(1)
+        if policy.questions_per_round
+        else {"fresh": False},
+        "guard_1": {"temperature": 0.7, "probes": []},
+        "label_1": {"folder": str(r1 / "labels")},
+        "train_1": {
+            "base_model": str(model),
+            "adapter": str(r1 / "adapter"),
+            "train_file": str(r1 / "labels" / "train_orpo_seq1024_error.jsonl"),
+        },
+    }
+    if policy.sample_with == "merged":
+        records["merge_1"] = {"model": str(r1 / "model")}
+    for name, rec in records.items():
+        stages.run(name, lambda rec=rec: rec)
+    stages.run("questions_2", lambda: it.questions(2))
+    return it
+
+
+@pytest.mark.parametrize("train_from", ["previous", "base"])
+@pytest.mark.parametrize("sample_with", ["merged", "adapter"])
+def test_round_two_config(
+    tmp_path: Path, tiny_llama_dir: Path, train_from: str, sample_with: str
+) -> None:
+    policy = RoundPolicy(
+        questions_per_round=4, train_from=train_from, sample_with=sample_with
+    )
+    it = _iteration(tmp_path, tiny_llama_dir, policy)
+    r1 = it.rdir(1)
+    cfg = it.round_config(2)
+    # sampling: the round-1 model, merged or as base + adapter
+    if sample_with == "merged":
+        assert cfg["sealong_model"] == str(r1 / "model")
+        assert "sealong_adapter" not in cfg
+    else:
+        assert cfg["sealong_model"] == str(tiny_llama_dir)
+        assert cfg["sealong_adapter"] == str(r1 / "adapter")
+    # training: continue (the merged model, or the adapter itself) or the base
+    expect_base = (
+        str(r1 / "model")
+        if (train_from, sample_with) == ("previous", "merged")
+        else str(tiny_llama_dir)
+    )
+    assert cfg["base_model"] == expect_base
+    if (train_from, sample_with) == ("previous", "adapter"):
+        assert cfg["lora_model_dir"] == str(r1 / "adapter")
+    else:
+        assert "lora_model_dir" not in cfg
+    # data: round 2's fresh questions, plus round 1's pairs when training the base
+    first, *rest = cfg["datasets"]
+    assert first["type"] == "axolotl_sealong.self_label"
+    assert first["path"] == str(it.rdir(2) / "questions.jsonl")
+    rows = [json.loads(x) for x in Path(first["path"]).read_text().splitlines()]
+    assert [r["question"] for r in rows] == [
+        f"Which river does Zorvan{i}-2 lie on?" for i in range(4, 8)
+    ]
+    if train_from == "base":
+        assert rest == [
+            {
+                "path": str(r1 / "labels" / "train_orpo_seq1024_error.jsonl"),
+                "ds_type": "json",
+                "split": "train",
+                "type": "chat_template.argilla",
+            }
+        ]
+    else:
+        assert rest == []
+    assert cfg["output_dir"] == str(it.rdir(2) / "adapter")
+    assert cfg["dataset_prepared_path"] == str(it.rdir(2) / "prepared")
+
+
+def test_same_questions_every_round_without_the_policy(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    it = _iteration(tmp_path, tiny_llama_dir, RoundPolicy())
+    assert it.round_config(2)["datasets"] == it.recipe["datasets"]
+
+
+# --------------------------------------------------------------------------- #
+# Stages: legacy settings, adopting another run's rounds
+# --------------------------------------------------------------------------- #
+def test_stages_accept_a_run_recorded_before_a_setting_existed(tmp_path: Path) -> None:
+    Stages(tmp_path, {"a": 1}, fresh=False).run("s", lambda: {"x": 1})
+    legacy = {"guard": 0.0}
+    again = Stages(tmp_path, {"a": 1, "guard": 0.0}, fresh=False, legacy=legacy)
+    assert again.done("s") == {"x": 1}
+    with pytest.raises(ValueError, match=r"guard \(0.0 -> 0.3\)"):
+        Stages(tmp_path, {"a": 1, "guard": 0.3}, fresh=False, legacy=legacy)
+
+
+def test_from_run_adopts_earlier_rounds_only_when_setup_matches(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    a = tmp_path / "a"
+    sa = Stages(a, {"lr": 1, **iterate.policy_settings(RoundPolicy())}, fresh=False)
+    for name in ("eval_0", "label_1", "train_1", "merge_1", "eval_1", "label_2"):
+        sa.run(name, lambda name=name: {"name": name})
+    policy = RoundPolicy(questions_per_round=4)
+    mine = {"lr": 1, **iterate.policy_settings(policy)}
+    b = Stages(tmp_path / "b", mine, fresh=False)
+    it = Iteration(_recipe(tmp_path, tiny_llama_dir), tmp_path / "b", b, policy,
+                   EvalSettings(tasks=("t",)))  # fmt: skip
+    iterate.adopt_rounds(b, a, 2, True, it)
+    assert sorted(b.state["stages"]) == ["eval_0", "eval_1", "label_1", "merge_1",
+                                         "train_1"]  # fmt: skip
+    assert b.done("merge_1") == {"name": "merge_1"}
+    assert b.seconds() == {}  # adopted stages are not this run's time
+    other = Stages(tmp_path / "c", {**mine, "lr": 2}, fresh=False)
+    with pytest.raises(ValueError, match=r"other settings \(lr\)"):
+        iterate.adopt_rounds(other, a, 2, True, it)
+    with pytest.raises(ValueError, match="has not finished stage"):
+        iterate.adopt_rounds(Stages(tmp_path / "d", mine, fresh=False), a, 3, True, it)
+
+
+# --------------------------------------------------------------------------- #
+# Evaluation files and the report
+# --------------------------------------------------------------------------- #
+def test_read_eval_pairs_questions_per_task(tmp_path: Path) -> None:
+    folder = tmp_path / "eval" / "model"
+    folder.mkdir(parents=True)
+    for task, scores in (("task_a", [1, 0, 1]), ("task_b", [0, 0])):
+        rows = [
+            {"doc_id": i, "sub_em": s, "output_tokens": 3}
+            for i, s in reversed(list(enumerate(scores)))
+        ]
+        (folder / f"samples_{task}_2026-11-26T01-00-00.123.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows)
+        )
+    got = iterate.read_eval(tmp_path / "eval", ("task_a", "task_b"), "sub_em")
+    assert got["task_a"]["doc_ids"] == [0, 1, 2]
+    assert got["task_a"]["scores"] == [1.0, 0.0, 1.0]
+    assert got["task_b"]["scores"] == [0.0, 0.0]
+    with pytest.raises(RuntimeError, match="no per-question 'acc'.*--eval-metric"):
+        iterate.read_eval(tmp_path / "eval", ("task_a",), "acc")
+
+
+def test_report_shows_rounds_vs_previous_signals_and_probes(tmp_path: Path) -> None:
+    def ev(scores: list[float]) -> dict[str, Any]:
+        return {
+            "tasks": {"t": {"doc_ids": list(range(len(scores))), "scores": scores,
+                            "output_tokens": [2.0] * len(scores), "samples_file": "f"}},
+            "command": "lm_eval ...",
+        }  # fmt: skip
+
+    before = [0.0] * 80 + [1.0] * 20
+    one = [1.0] * 10 + before[10:]
+    two = [1.0] * 20 + before[20:]
+    rounds = []
+    for r in (1, 2):
+        rounds.append(
+            {
+                "round": r,
+                "sampled_by": "base model" if r == 1 else "round 1 model",
+                "diagnostics": {"mbr_pick": 20.0, "random_sample": 15.0,
+                                "sample_mean": 15.0, "oracle": 40.0,
+                                "chosen": 22.0, "rejected": 11.0},
+                "pairs": 10,
+                "lengths": {"all": 9.0, "chosen": 8.0, "rejected": 10.0},
+                "signals": label_free_signals(
+                    [_scored(["a", "b"], [0.5, 0.3], True)] * 3
+                    + [_scored(["a", "a"], [1.0, 1.0], False)]
+                ),
+                "pairs_by_gap": [{"pairs": 5, "gap_from": 0.01, "gap_to": 0.1,
+                                  "chosen": 10.0, "rejected": 10.0}],
+                "policy": {
+                    "temperature": 0.5,
+                    "probes": [{"temperature": 0.3, "questions": 32,
+                                "identical_share": 0.4, "mean_similarity": 0.97,
+                                "trips": ["identical share 0.400 > 0.25"]}],
+                    "margin": 0.05,
+                    "questions": {"fresh": True, "first": 128 * (r - 1), "rows": 128},
+                    "training_rows": 7,
+                },
+                "score_distribution": {"all": [0.3, 0.5, 1.0], "chosen": [0.5],
+                                       "rejected": [0.3]},
+            }
+        )  # fmt: skip
+    stages = Stages(tmp_path, {"x": 1}, fresh=False)
+    stages.run("eval_0", lambda: {"ok": 1})
+    report = iterate.build_report(
+        tmp_path,
+        kind="iterate",
+        evals=[ev(before), ev(one), ev(two)],
+        rounds=rounds,
+        stages=stages,
+        command="sealong iterate ...",
+        settings={"x": 1},
+        extra={"recipe_path": "r.yml", "base_model": "m"},
+    )
+    assert [e["subem"] for e in report["evals"]] == [20.0, 30.0, 40.0]
+    assert report["evals"][2]["gain_vs_previous"]["gain"] == 10.0
+    text = (tmp_path / "report.md").read_text()
+    assert "# SEALONG iterate report" in text
+    assert "| round 2 | 40.0 |" in text and "| +10.0 | [+" in text
+    assert "Round 2 vs round 1: +10.0" in text
+    assert "| 2 | 128-255 (fresh) | 0.5 | 0.25 |" in text
+    assert "| 1 | 0.3 | 32 | 0.4 | 0.97 | identical share 0.400 > 0.25 |" in text
+    assert "| 1 | 0.01-0.1 | 5 | 10.0 | 10.0 |" in text
+    assert "gap >= 0.05" in text
+    assert json.loads((tmp_path / "report.json").read_text())["tasks"]["t"]
+    assert (tmp_path / "before_after.png").read_bytes()[:4] == b"\x89PNG"
+    assert demo_report.render_markdown(report) == text
+
+
+# --------------------------------------------------------------------------- #
+# The real thing: sealong iterate on a user recipe, tiny model, real axolotl
+# --------------------------------------------------------------------------- #
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_iterate_two_rounds_on_a_user_recipe(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    """Fresh questions, union from the base, adapter sampling, guard, margin, eval."""
+    config = tmp_path / "recipe.yml"
+    config.write_text(yaml.safe_dump(_recipe(tmp_path, tiny_llama_dir)))
+    out = tmp_path / "run"
+    metadata = json.dumps({"synth_eval_path": str(SYNTH_EVAL), "max_gen_toks": 4})
+    done = _cli(
+        "iterate", "--config", str(config), "--out", str(out), "--rounds", "2",
+        "--questions-per-round", "4", "--train-from", "base",
+        "--sample-with", "adapter",
+        # a random model's samples never look alike: a threshold they always
+        # pass makes the guard climb to its cap, for real
+        "--guard-mean-similarity", "0.01", "--guard-probe-questions", "4",
+        "--guard-temperature-step", "0.3", "--guard-max-temperature", "1.0",
+        "--margin-quantile", "0.5",
+        "--eval-tasks", "sealong_synth",
+        f"--eval-args=--metadata {shlex.quote(metadata)} --gen_kwargs max_gen_toks=4",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    report = json.loads((out / "report.json").read_text())
+    state = json.loads((out / "state.json").read_text())["stages"]
+    assert {"eval_0", "label_1", "train_1", "eval_1", "guard_2", "label_2",
+            "train_2", "eval_2"} <= set(state)  # fmt: skip
+    assert "merge_1" not in state  # adapter sampling merges nothing
+    r1, r2 = report["rounds"]
+    # fresh questions: round 2 labeled the pool's rows 4-7
+    assert r1["counts"]["questions"] == r2["counts"]["questions"] == 4
+    assert r2["policy"]["questions"]["first"] == 4
+    # the guard probed twice and sampled round 2 at its cap
+    assert [p["temperature"] for p in r2["policy"]["probes"]] == [0.7, 1.0]
+    assert r2["temperature"] == 1.0 and r1["policy"]["probes"] == []
+    assert "guard at its cap T=1.00" in done.stderr
+    # round 2 sampled with base + round-1 adapter and trained the base on both
+    # rounds' rows (its own filtered by margin)
+    cfg2 = yaml.safe_load((out / "round2" / "train.yml").read_text())
+    assert cfg2["sealong_adapter"] == str(out / "round1" / "adapter")
+    assert cfg2["base_model"] == str(tiny_llama_dir)
+    assert cfg2["sealong_margin"] == r2["margin"] > 0
+    assert cfg2["datasets"][1]["path"] == state["train_1"]["result"]["train_file"]
+    assert r2["policy"]["training_rows"] <= r2["pairs"]
+    # label-free signals and gold diagnostics per round; eval with the adapter
+    for r in (r1, r2):
+        assert 0 <= r["signals"]["identical_share"] <= 1
+        assert r["signals"]["questions"] == 4
+    assert "peft=" in state["eval_2"]["result"]["command"]
+    assert [e["label"] for e in report["evals"]] == ["before", "round 1", "round 2"]
+    assert report["evals"][2]["gain_vs_previous"]["gain_ci95"]
+    assert "## Label-free signals" in (out / "report.md").read_text()
+
+
+def test_a_round_recorded_by_the_old_demo_resumes_without_rerunning(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    """Demo runs from before iterate recorded no base_model, signals or train_file.
+
+    Adopting such a round once failed (KeyError) before round 2 could start.
+    """
+    labels = tmp_path / "old" / "round1" / "prepared" / "sealong" / "abc"
+    labels.mkdir(parents=True)
+    (labels / "scored.jsonl").write_text(
+        json.dumps(_scored(["Kel2", "no"], [0.9, 0.2], True, answers=["Kel2"])) + "\n"
+    )
+    (labels / "train_orpo_seq1024_error.jsonl").write_text("{}\n")
+    old = {  # the records sealong demo wrote before iterate existed
+        "label_1": {"folder": str(labels), "pairs": 1, "diagnostics": {}},
+        "train_1": {"adapter": str(labels.parent / "adapter"), "command": "axolotl"},
+        "merge_1": {"model": str(tmp_path / "old" / "round1" / "model")},
+    }
+    for policy in (RoundPolicy(), RoundPolicy(train_from="base")):
+        out = tmp_path / f"new_{policy.train_from}"
+        stages = Stages(out, {"x": 1}, fresh=False)
+        for name, rec in old.items():
+            stages.run(name, lambda rec=rec: rec)
+        it = Iteration(_recipe(tmp_path, tiny_llama_dir), out, stages, policy,
+                       EvalSettings())  # fmt: skip
+        result = it.run_round(1)  # every stage done: nothing may run
+        assert result["signals"]["pairs"] == 1
+        assert it.model_of(1).path == tmp_path / "old" / "round1" / "model"
+        if policy.train_from == "base":
+            assert it.union_files(2) == [str(labels / "train_orpo_seq1024_error.jsonl")]
