@@ -72,9 +72,9 @@ POLICY_HELP: dict[str, str] = {
     "to measure the agreement before the round is labeled",
     "guard_temperature_step": "diversity guard: temperature added per step",
     "guard_max_temperature": "diversity guard: the highest temperature it may set",
-    "margin_quantile": "pair filter: per round, drop the pairs whose best-worst MBR "
-    "score gap is below this quantile of that round's gaps (0: off; 0.5 keeps the "
-    "more decided half)",
+    "margin_quantile": "pair filter, from round 2 (round 1 is the paper's method, "
+    "every pair): drop the pairs whose best-worst MBR score gap is below this "
+    "quantile of that round's gaps (0: off; 0.5 keeps the more decided half)",
 }
 
 
@@ -896,7 +896,7 @@ class Iteration:
             summary = label_summary(folder, self.tokenizer)
             log_signals(r, summary)
             margin = None
-            if self.policy.margin_quantile:
+            if self.policy.margin_quantile and r > 1:
                 margin = margin_threshold(folder, self.policy.margin_quantile)
                 LOG.info(
                     "round %d: margin filter keeps pairs with gap >= %.4f (the %.2f "

@@ -515,6 +515,11 @@ def test_iterate_two_rounds_on_a_user_recipe(
     assert cfg2["sealong_adapter"] == str(out / "round1" / "adapter")
     assert cfg2["base_model"] == str(tiny_llama_dir)
     assert cfg2["sealong_margin"] == r2["margin"] > 0
+    # round 1 is the paper's method: every pair, no margin
+    assert r1["margin"] is None
+    assert "sealong_margin" not in yaml.safe_load(
+        (out / "round1" / "train.yml").read_text()
+    )
     assert cfg2["datasets"][1]["path"] == state["train_1"]["result"]["train_file"]
     assert r2["policy"]["training_rows"] <= r2["pairs"]
     # label-free signals and gold diagnostics per round; eval with the adapter
