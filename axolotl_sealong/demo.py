@@ -304,7 +304,16 @@ class TrainPool:
 # The policies as the pre-registered protocol 2 ran them: a plain repeat. A run
 # recorded before the policies existed resumes only under these.
 LEGACY_POLICY = iterate.RoundPolicy()
-DEMO_POLICY = iterate.RoundPolicy()
+# Chosen on the dev split (docs/iterate_dev_runs.md, D2), fixed by protocol 3 of
+# docs/demo_preregistration.md before its held-out run: fresh questions each
+# round, the diversity guard, the margin filter and training the base on the
+# union. They act from round 2; round 1 is the same under either policy.
+DEMO_POLICY = iterate.RoundPolicy(
+    questions_per_round=DemoSettings().num_train,
+    train_from="base",
+    guard_identical_share=0.2,
+    margin_quantile=0.5,
+)
 
 
 def run_demo(
@@ -322,6 +331,8 @@ def run_demo(
     from axolotl_sealong.embedded import smollm2_dir
 
     settings.check()
+    if policy is DEMO_POLICY:  # fresh questions: --num-train of them per round
+        policy = dataclasses.replace(policy, questions_per_round=settings.num_train)
     iterate.check_run_args(policy, rounds, "float32", "python", from_run, from_round)
     if policy.questions_per_round not in (0, settings.num_train):
         raise ValueError(

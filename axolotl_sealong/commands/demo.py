@@ -51,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help=f"(default: {value})",
         )
     add_policy_flags(parser, DEMO_POLICY)
+    for action in parser._actions:
+        if action.dest == "questions_per_round":
+            action.default = None  # fresh questions, --num-train of them
+            action.help = (
+                "fresh questions: round r labels the next --num-train questions of "
+                "the pool (default); 0: the same questions every round"
+            )
     parser.set_defaults(func=run)
 
 
@@ -62,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoSettings)}
     )
     command = shlex.join(["sealong", *sys.argv[1:]]) if sys.argv[1:] else "sealong demo"
+    if args.questions_per_round is None:
+        args.questions_per_round = settings.num_train
     report = run_demo(
         args.out,
         settings,
