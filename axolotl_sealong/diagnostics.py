@@ -107,6 +107,11 @@ def pick_accuracy_by_n(
 GAP_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
+def live_scores(row: dict[str, Any]) -> list[float]:
+    """A scored row's MBR scores without its blank samples' (recorded as None)."""
+    return [v for v in row.get("scores") or [] if v is not None]
+
+
 def label_free_signals(scored: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """How much a labeling run's samples agree, from the samples alone.
 
@@ -122,12 +127,7 @@ def label_free_signals(scored: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if not scored:
         return {"questions": 0}
     identical = [len({s.strip() for s in r["samples"]}) == 1 for r in scored]
-    # blank samples carry no score (None): the mean is over the scored ones
-    scores = [
-        float(np.mean(kept))
-        for r in scored
-        if (kept := [v for v in r.get("scores") or [] if v is not None])
-    ]
+    scores = [float(np.mean(kept)) for r in scored if (kept := live_scores(r))]
     gaps = [float(r.get("gap", 0.0)) for r in scored]
     paired = [float(r.get("gap", 0.0)) for r in scored if r.get("rejected") is not None]
 

@@ -444,6 +444,7 @@ def labeled_dir(round_dir: Path, before: Sequence[Path] = ()) -> Path:
 
 def label_summary(folder: Path, tokenizer: Any) -> dict[str, Any]:
     """Diagnostics, signals, pair count, score distributions and lengths."""
+    from axolotl_sealong.diagnostics import live_scores
     from axolotl_sealong.pipeline import read_rows
 
     diag = json.loads((folder / "diagnostics.json").read_text())
@@ -459,7 +460,7 @@ def label_summary(folder: Path, tokenizer: Any) -> dict[str, Any]:
         lengths = [
             len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in samples
         ]
-        every += [s for s in scores if s is not None]  # blank samples have none
+        every += live_scores(row)
         len_all += lengths
         if row.get("rejected") is not None:
             chosen.append(scores[row["chosen"]])

@@ -34,16 +34,22 @@ def _check_report(path: Path) -> dict:
     return report
 
 
-def test_gpu_check_script_dry_run(tmp_path):
-    out = tmp_path / "gpu_check.json"
+def _script(out: Path, *args: str) -> subprocess.CompletedProcess:
+    """bash scripts/gpu_check.sh OUT --dry-run ARGS, with this test's python."""
     done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out), "--dry-run"],
+        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out), "--dry-run", *args],
         env={**os.environ, "PYTHON": sys.executable},
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_gpu_check_script_dry_run(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    done = _script(out)
     assert json.loads(done.stdout.splitlines()[-1])["out"] == str(out)
     _check_report(out)
 
@@ -73,23 +79,7 @@ def test_gpu_check_dtype_and_budget(tmp_path):
     """--dtype reaches the model (the float32 rerun that told bf16 rounding from a
     kernel bug on the H200); --budget-s 0 skips every timed run and says so."""
     out = tmp_path / "gpu_check.json"
-    done = subprocess.run(
-        [
-            "bash",
-            str(ROOT / "scripts" / "gpu_check.sh"),
-            str(out),
-            "--dry-run",
-            "--dtype",
-            "bfloat16",
-            "--budget-s",
-            "0",
-        ],
-        env={**os.environ, "PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    _script(out, "--dtype", "bfloat16", "--budget-s", "0")
     report = json.loads(out.read_text())
     assert report["dtype"] == "bfloat16"
     assert report["checks"]["seeded_samples_repeat"] is True

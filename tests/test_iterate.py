@@ -210,6 +210,9 @@ def test_label_free_signals() -> None:
     ] == pytest.approx(0.15)
     assert sig["gap_paired"]["p50"] == pytest.approx(0.2)
     assert label_free_signals([]) == {"questions": 0}
+    # a blank sample has no score (None): the mean is over the scored ones
+    blank = {"samples": ["a", "", "b"], "scores": [0.6, None, 0.4], "gap": 0.2}
+    assert label_free_signals([blank])["mean_similarity"] == pytest.approx(0.5)
 
 
 def test_pairs_by_gap_splits_small_and_large_gaps() -> None:
