@@ -8,6 +8,7 @@ same settings the same way. Validation happens before any model loads.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any, Literal
 
 from pydantic import (
@@ -21,7 +22,6 @@ from pydantic import (
 )
 
 from axolotl_sealong.embedded import EMBEDDED_EMBEDDER, EMBEDDED_MODEL
-from axolotl_sealong.embedder import LONG_TEXT_RULES
 from axolotl_sealong.mbr import REJECTED_RULES, UTILITIES
 from axolotl_sealong.prompts import DEFAULT_STRATEGY, INSTRUCTIONS
 
@@ -31,8 +31,12 @@ SECRET_FIELDS = ("openai_api_key",)
 SECRET_MASK = "***"
 # Keys of the Axolotl plugin alone (args.py): how to train on the labeled rows.
 PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long", "orpo_nll")
+# How the embedder treats outputs longer than its window (embedder.py implements them).
+LONG_TEXT_RULES: tuple[str, ...] = ("chunk_mean", "tail", "head")
 # Settings that take one of a few names (kept as str so new names need no migration).
-_CHOICES: dict[str, tuple[str, ...]] = {
+# UTILITIES and REJECTED_RULES are mbr.py's registries: checked at validation time,
+# so a utility or rule registered later is valid from then on.
+_CHOICES: dict[str, Collection[str]] = {
     "prompt_strategy": tuple(sorted(INSTRUCTIONS)),
     "utility": UTILITIES,
     "rejected": REJECTED_RULES,

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from axolotl_sealong.config import LONG_TEXT_RULES
 from axolotl_sealong.embedded import EMBEDDED_EMBEDDER, check_model_source
 
 LOG = logging.getLogger(__name__)
 
-LONG_TEXT_RULES: tuple[str, ...] = ("chunk_mean", "tail", "head")
 JINA_V3 = "jinaai/jina-embeddings-v3"
 
 

@@ -4,23 +4,118 @@ A sample's MBR score is its mean utility against the other N-1 samples: the
 consensus answer scores highest. The paper's code averages over all N
 (self-similarity included); that adds the same constant to every sample, so the
 ranking, and every pick made from it, is identical.
+
+Utilities (how samples become a similarity matrix) and rejected rules (which
+sample is rejected) live in registries, as ``mbrs`` registers its metrics and
+decoders: a new one is a function under ``@register_utility("name")`` or
+``@register_rejected_rule("name")``, and the config accepts it by that name.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from axolotl_sealong.metrics import extract_final_answer, normalize_answer
 
-Utility = Literal["embedding", "rouge_l", "answer"]
-RejectedRule = Literal["lower_half", "min"]
-UTILITIES: tuple[str, ...] = ("embedding", "rouge_l", "answer")
-REJECTED_RULES: tuple[str, ...] = ("lower_half", "min")
+T = TypeVar("T")
+# texts (and their embeddings, for utilities that need them) -> N x N similarity
+SimilarityFn = Callable[[Sequence[str], np.ndarray | None], np.ndarray]
+# scores, the indices that may be rejected (ascending), rng -> the rejected index
+RejectFn = Callable[[np.ndarray, Sequence[int], np.random.Generator], int]
+
+
+class Registry(Generic[T]):
+    """Implementations by name, in registration order (the order errors list).
+
+    Iterating yields the names, so a registry is the list of valid values of
+    its setting: ``LabelConfig`` validates against it at validation time, and
+    a name registered later is valid from then on.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def add(self, name: str, item: T) -> None:
+        """Register ``item`` as ``name``; a name is never silently replaced."""
+        if name in self._items:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._items[name] = item
+
+    def remove(self, name: str) -> None:
+        """Drop a registered name (for tests and plugins that clean up)."""
+        del self._items[name]
+
+    def get(self, name: str) -> T:
+        """The implementation of ``name``, or an error listing the valid names."""
+        try:
+            return self._items[name]
+        except KeyError:
+            valid = ", ".join(self)
+            raise ValueError(
+                f"unknown {self.kind} {name!r}: use one of {valid}"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+@dataclass(frozen=True)
+class Utility:
+    """How one question's samples become their N x N similarity matrix."""
+
+    similarity: SimilarityFn
+    needs_embeddings: bool = False
+
+
+UTILITIES: Registry[Utility] = Registry("utility")
+REJECTED_RULES: Registry[RejectFn] = Registry("rejected rule")
+
+
+def register_utility(
+    name: str, *, needs_embeddings: bool = False
+) -> Callable[[SimilarityFn], SimilarityFn]:
+    """Decorator: ``fn(texts, embeddings) -> N x N`` becomes utility ``name``.
+
+    Only utilities with ``needs_embeddings`` get the sentence embeddings (the
+    pipeline loads the embedder for them alone); the others get None.
+    """
+
+    def add(fn: SimilarityFn) -> SimilarityFn:
+        UTILITIES.add(name, Utility(fn, needs_embeddings))
+        return fn
+
+    return add
+
+
+def register_rejected_rule(name: str) -> Callable[[RejectFn], RejectFn]:
+    """Decorator: ``fn(scores, candidates, rng) -> index`` becomes rule ``name``.
+
+    ``candidates`` are the samples that may be rejected (text unlike the
+    chosen one's), ascending; the rule returns one of them.
+    """
+
+    def add(fn: RejectFn) -> RejectFn:
+        REJECTED_RULES.add(name, fn)
+        return fn
+
+    return add
+
+
+def utility_needs_embeddings(name: str) -> bool:
+    """Whether utility ``name`` scores sentence embeddings (so needs an embedder)."""
+    return UTILITIES.get(name).needs_embeddings
 
 
 def cosine_matrix(embeddings: np.ndarray) -> np.ndarray:
@@ -87,19 +182,33 @@ def answer_agreement_matrix(texts: Sequence[str]) -> np.ndarray:
     return sim
 
 
+@register_utility("embedding", needs_embeddings=True)
+def _embedding_utility(
+    texts: Sequence[str], embeddings: np.ndarray | None
+) -> np.ndarray:
+    """Cosine similarity of sentence embeddings, as in the paper."""
+    if embeddings is None:
+        raise ValueError("the embedding utility needs embeddings")
+    return cosine_matrix(embeddings)
+
+
+@register_utility("rouge_l")
+def _rouge_l_utility(texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
+    """ROUGE-L F1 of word tokens."""
+    return rouge_l_matrix(texts)
+
+
+@register_utility("answer")
+def _answer_utility(texts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
+    """Agreement of the extracted final answers."""
+    return answer_agreement_matrix(texts)
+
+
 def similarity_matrix(
     utility: str, texts: Sequence[str], embeddings: np.ndarray | None = None
 ) -> np.ndarray:
     """The N x N utility matrix for one question's samples."""
-    if utility == "embedding":
-        if embeddings is None:
-            raise ValueError("the embedding utility needs embeddings")
-        return cosine_matrix(embeddings)
-    if utility == "rouge_l":
-        return rouge_l_matrix(texts)
-    if utility == "answer":
-        return answer_agreement_matrix(texts)
-    raise ValueError(f"unknown utility {utility!r}: use one of {', '.join(UTILITIES)}")
+    return UTILITIES.get(utility).similarity(texts, embeddings)
 
 
 @dataclass(frozen=True)
@@ -121,19 +230,17 @@ def select_pair(
 ) -> Selection:
     """Chosen = the MBR argmax (ties to the lowest index, like ``np.argmax``).
 
-    Rejected = a uniform pick from the lower-scoring half (the paper) or the
-    minimum. Samples whose text equals the chosen one are never rejected: such
-    a pair teaches nothing. No pair is made when all samples are identical or
-    when the best-worst score gap is below ``margin``.
+    Rejected = the pick of the registered ``rule`` (``lower_half``: uniform
+    over the lower-scoring half, the paper; ``min``: the minimum). Samples
+    whose text equals the chosen one are never rejected: such a pair teaches
+    nothing. No pair is made when all samples are identical or when the
+    best-worst score gap is below ``margin``.
     """
     scores = np.asarray(scores, dtype=np.float64)
     n = len(scores)
     if n != len(texts) or n < 2:
         raise ValueError(f"need >= 2 samples with one score each, got {n}")
-    if rule not in REJECTED_RULES:
-        raise ValueError(
-            f"unknown rejected rule {rule!r}: use one of {', '.join(REJECTED_RULES)}"
-        )
+    reject = REJECTED_RULES.get(rule)
     chosen = int(np.argmax(scores))
     gap = float(scores.max() - scores.min())
     best_text = texts[chosen].strip()
@@ -142,13 +249,27 @@ def select_pair(
         return Selection(chosen, None, gap, "identical_samples")
     if gap < margin:
         return Selection(chosen, None, gap, "below_margin")
-    order = [int(i) for i in np.argsort(scores, kind="stable")]
-    if rule == "min":
-        rejected = next(i for i in order if i in distinct)
-    else:
-        pool = [i for i in order[: n // 2] if i in distinct]
-        if not pool:  # every lower-half sample duplicates the chosen text
-            pool = [next(i for i in order if i in distinct)]
-        rng = rng or np.random.default_rng(0)
-        rejected = int(pool[int(rng.integers(len(pool)))])
+    rejected = int(reject(scores, distinct, rng or np.random.default_rng(0)))
+    if rejected not in distinct:  # a registered rule broke its contract
+        raise ValueError(f"rejected rule {rule!r} picked {rejected}, not a candidate")
     return Selection(chosen, rejected, gap, None)
+
+
+@register_rejected_rule("lower_half")
+def _reject_lower_half(
+    scores: np.ndarray, candidates: Sequence[int], rng: np.random.Generator
+) -> int:
+    """Uniform over the lower-scoring half, the paper."""
+    order = [int(i) for i in np.argsort(scores, kind="stable")]
+    pool = [i for i in order[: len(scores) // 2] if i in candidates]
+    if not pool:  # every lower-half sample duplicates the chosen text
+        pool = [next(i for i in order if i in candidates)]
+    return pool[int(rng.integers(len(pool)))]
+
+
+@register_rejected_rule("min")
+def _reject_min(
+    scores: np.ndarray, candidates: Sequence[int], rng: np.random.Generator
+) -> int:
+    """The lowest-scoring sample."""
+    return next(int(i) for i in np.argsort(scores, kind="stable") if i in candidates)

@@ -28,7 +28,12 @@ from axolotl_sealong.config import LabelConfig
 from axolotl_sealong.data.io import read_rows as read_rows, write_jsonl
 from axolotl_sealong.diagnostics import subem_diagnostics
 from axolotl_sealong.embedded import cache_root
-from axolotl_sealong.mbr import scores_from_similarity, select_pair, similarity_matrix
+from axolotl_sealong.mbr import (
+    scores_from_similarity,
+    select_pair,
+    similarity_matrix,
+    utility_needs_embeddings,
+)
 from axolotl_sealong.prompts import fit_prompt
 from axolotl_sealong.sampling import (
     Sampler,
@@ -506,7 +511,7 @@ def label(
         cfg,
         out,
         sampler_given=sampler is not None,
-        need_embedder=embedder is None and cfg.utility == "embedding",
+        need_embedder=embedder is None and utility_needs_embeddings(cfg.utility),
     )
     out.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter(questions=len(questions))
@@ -523,7 +528,7 @@ def label(
 
     t2 = clock()
     embeddings = None
-    if cfg.utility == "embedding" and kept:
+    if utility_needs_embeddings(cfg.utility) and kept:
         embedder = embedder or Embedder(
             cfg.embedder,
             long_text=cfg.embedder_long_text,

@@ -1,12 +1,22 @@
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from axolotl_sealong.config import LabelConfig, describe_validation_error
 from axolotl_sealong.mbr import (
+    REJECTED_RULES,
+    UTILITIES,
     answer_agreement_matrix,
     mbr_scores,
+    register_rejected_rule,
+    register_utility,
     rouge_l_matrix,
     scores_from_similarity,
     select_pair,
+    similarity_matrix,
+    utility_needs_embeddings,
 )
 
 
@@ -99,3 +109,191 @@ def test_rouge_l_and_answer_agreement_utilities():
 def test_bad_rule_is_named():
     with pytest.raises(ValueError, match="lower_half"):
         select_pair(np.array([1.0, 0.0]), ["a", "b"], rule="max")
+
+
+# A fixed example pinned from the if/elif dispatch the registries replaced
+# (issue 16): every built-in utility and rule must keep these scores and picks.
+FIXED_TEXTS = [
+    "the answer is paris",
+    "so the answer is paris",
+    "the answer is rome",
+    "answer: paris",
+    "paris",
+    "rome it is",
+]
+
+
+@pytest.mark.parametrize(
+    ("utility", "scores", "picks"),
+    [
+        (
+            "embedding",
+            [-0.0736, 0.1838, -0.0409, -0.0186, 0.2651, -0.2072],
+            {"lower_half": (4, 0), "min": (4, 5)},
+        ),
+        (
+            "rouge_l",
+            [0.5983, 0.5421, 0.4071, 0.4476, 0.28, 0.1643],
+            {"lower_half": (0, 4), "min": (0, 5)},
+        ),
+        (
+            "answer",
+            [0.6, 0.6, 0.0, 0.6, 0.6, 0.0],
+            {"lower_half": (0, 2), "min": (0, 2)},
+        ),
+    ],
+)
+def test_builtin_utilities_and_rules_keep_their_picks(utility, scores, picks):
+    emb = np.random.default_rng(0).normal(size=(6, 4))
+    got = scores_from_similarity(similarity_matrix(utility, FIXED_TEXTS, emb))
+    np.testing.assert_allclose(got, scores, atol=5e-5)
+    assert set(picks) == set(REJECTED_RULES)  # a new rule gets a row here
+    for rule, pair in picks.items():
+        sel = select_pair(got, FIXED_TEXTS, rule, rng=np.random.default_rng(1))
+        assert (sel.chosen, sel.rejected) == pair, rule
+
+
+def test_builtin_rules_pinned_over_seeds():
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.7, 0.3])
+    picks = {
+        rule: [
+            select_pair(
+                scores, FIXED_TEXTS, rule, rng=np.random.default_rng(s)
+            ).rejected
+            for s in range(6)
+        ]
+        for rule in REJECTED_RULES
+    }
+    assert picks == {"lower_half": [5, 3, 5, 5, 5, 5], "min": [1, 1, 1, 1, 1, 1]}
+
+
+def test_registries_list_names_in_registration_order():
+    assert list(UTILITIES) == ["embedding", "rouge_l", "answer"]
+    assert list(REJECTED_RULES) == ["lower_half", "min"]
+    assert utility_needs_embeddings("embedding")
+    assert not utility_needs_embeddings("rouge_l")
+    with pytest.raises(ValueError, match="needs embeddings"):
+        similarity_matrix("embedding", ["a", "b"])
+
+
+def _length_similarity(
+    texts: Sequence[str], embeddings: np.ndarray | None
+) -> np.ndarray:
+    """Samples of similar length agree (a toy utility for the registry tests)."""
+    lengths = np.array([len(t) for t in texts], dtype=np.float64)
+    return 1.0 / (1.0 + np.abs(lengths[:, None] - lengths[None, :]))
+
+
+def _first_candidate(
+    scores: np.ndarray, candidates: Sequence[int], rng: np.random.Generator
+) -> int:
+    """The lowest-index sample unlike the chosen one."""
+    return candidates[0]
+
+
+@pytest.fixture
+def toy_registered() -> Iterator[None]:
+    """Register the toy utility and rule by decorator; always unregister them."""
+    register_utility("toy_length")(_length_similarity)
+    try:
+        register_rejected_rule("toy_first")(_first_candidate)
+        try:
+            yield
+        finally:
+            REJECTED_RULES.remove("toy_first")
+    finally:
+        UTILITIES.remove("toy_length")
+
+
+def test_registered_names_become_valid_settings(toy_registered):
+    cfg = LabelConfig(utility="toy_length", rejected="toy_first")
+    assert (cfg.utility, cfg.rejected) == ("toy_length", "toy_first")
+    assert not utility_needs_embeddings("toy_length")
+    texts = ["aaaa", "aaa", "aaaaa", "a", "aaaa"]
+    scores = scores_from_similarity(similarity_matrix("toy_length", texts))
+    sel = select_pair(scores, texts, "toy_first")
+    assert (sel.chosen, sel.rejected) == (0, 1)  # "aaaa" wins; first unlike it
+
+
+def test_unregistered_names_are_invalid_again():
+    with pytest.raises(ValidationError) as err:
+        LabelConfig(utility="toy_length")
+    assert describe_validation_error(err.value) == (
+        "sealong_utility (--utility) = 'toy_length': "
+        "use one of embedding, rouge_l, answer"
+    )
+
+
+def test_unknown_names_list_the_registered_ones(toy_registered):
+    with pytest.raises(ValidationError) as err:
+        LabelConfig(utility="bleu", rejected="max")
+    msg = describe_validation_error(err.value)
+    assert (
+        "sealong_utility (--utility) = 'bleu': use one of embedding, rouge_l, " in msg
+    )
+    assert "answer, toy_length" in msg
+    assert "sealong_rejected (--rejected) = 'max': use one of lower_half, min, " in msg
+    with pytest.raises(ValueError, match="unknown utility 'bleu': use one of .*toy"):
+        similarity_matrix("bleu", ["a", "b"])
+    with pytest.raises(ValueError, match="rejected rule 'max': .*toy_first$"):
+        select_pair(np.array([1.0, 0.0]), ["a", "b"], rule="max")
+
+
+def test_duplicate_registration_raises(toy_registered):
+    with pytest.raises(ValueError, match="utility 'rouge_l' is already registered"):
+        register_utility("rouge_l")(_length_similarity)
+    with pytest.raises(ValueError, match="rule 'toy_first' is already registered"):
+        register_rejected_rule("toy_first")(_first_candidate)
+    assert list(REJECTED_RULES) == ["lower_half", "min", "toy_first"]
+
+
+def test_a_rule_that_rejects_a_non_candidate_is_an_error():
+    @register_rejected_rule("toy_chosen")
+    def _chosen(scores, candidates, rng) -> int:
+        return int(np.argmax(scores))
+
+    try:
+        with pytest.raises(ValueError, match="picked 0, not a candidate"):
+            select_pair(np.array([0.9, 0.1]), ["a", "b"], "toy_chosen")
+    finally:
+        REJECTED_RULES.remove("toy_chosen")
+
+
+def test_pipeline_labels_with_a_registered_utility_and_rule(
+    toy_registered, tiny_llama_dir, tmp_path
+):
+    """End to end: no embedder is checked or loaded (the path does not exist)."""
+    from axolotl_sealong.pipeline import label, read_rows
+
+    rows = [
+        {"context": f"Passage 1:\nZorvan{i} is Kel{i}.", "question": f"Zorvan{i}?"}
+        for i in range(3)
+    ]
+    cfg = LabelConfig(
+        model=str(tiny_llama_dir),
+        num_samples=4,
+        max_new_tokens=12,
+        cache_dir=str(tmp_path / "c"),
+        utility="toy_length",
+        rejected="toy_first",
+        embedder=str(tmp_path / "no_embedder"),
+    )
+    label(cfg, rows, tmp_path / "out", progress=False)
+    scored = read_rows(tmp_path / "out" / "scored.jsonl")
+    assert len(scored) == 3
+    pairs = 0
+    for row in scored:
+        live = [i for i, t in enumerate(row["samples"]) if t.strip()]
+        texts = [row["samples"][i] for i in live]
+        if len(texts) < 2:
+            continue
+        want = select_pair(
+            scores_from_similarity(_length_similarity(texts, None)),
+            texts,
+            "toy_first",
+        )
+        assert row["chosen"] == live[want.chosen]
+        if want.rejected is not None:
+            assert row["rejected"] == live[want.rejected]
+            pairs += 1
+    assert pairs  # the toy rule made at least one preference pair
