@@ -276,6 +276,11 @@ def test_axolotls_builder_makes_the_subclass_like_its_own_trainer(loaded: Any) -
     assert names == [type(c).__name__ for c in stock.callback_handler.callbacks]
     assert ours.train_dataset.column_names == stock.train_dataset.column_names
     assert ours.train_dataset[0] == stock.train_dataset[0]
+    # another plugin's class first in line would drop the paper's NLL: refused
+    cfg["sealong_orpo_nll"] = "response"
+    _plugin().post_trainer_create(cfg, ours)
+    with pytest.raises(ValueError, match="replaced SEALONG's ORPO trainer"):
+        _plugin().post_trainer_create(cfg, stock)
 
 
 def test_axolotls_rl_builder_passes_a_plugins_class_no_model(loaded: Any) -> None:
