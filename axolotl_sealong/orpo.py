@@ -13,10 +13,12 @@ the response only).
 
 from __future__ import annotations
 
-import types
-from typing import Any
+import logging
+from typing import Any, ClassVar
 
-NLL_MODES = ("response", "full")
+from axolotl.core.trainers import AxolotlORPOTrainer
+
+LOG = logging.getLogger("axolotl_sealong")
 
 
 def response_nll(
@@ -65,8 +67,8 @@ def _takes_logits_to_keep(model: Any) -> bool:
         return False
 
 
-def use_response_nll(trainer: Any) -> None:
-    """Make ``trainer`` (a TRL ORPOTrainer) use the response-only NLL.
+class ResponseNLLORPOTrainer(AxolotlORPOTrainer):
+    """Axolotl's ORPO trainer with the paper's NLL term (response tokens only).
 
     Both ORPO terms then need only the response positions' logits, so the
     forward asks the model for those alone (``logits_to_keep``) where it can:
@@ -74,16 +76,54 @@ def use_response_nll(trainer: Any) -> None:
     them, which for a 16K-token prompt and a 128K vocabulary is 8 GB per
     sequence in float32. Models whose forward lacks ``logits_to_keep`` get
     TRL's forward with the NLL recomputed.
-    """
-    if getattr(trainer, "is_encoder_decoder", False):
-        return  # TRL already uses the labels there
-    original = type(trainer).concatenated_forward
 
-    def concatenated_forward(self: Any, model: Any, batch: dict[str, Any]) -> Any:
+    ``SeaLongPlugin.get_trainer_cls`` returns it (through ``for_model``) for
+    ``rl: orpo`` unless ``sealong_orpo_nll: full``.
+    """
+
+    # The model Axolotl loaded, used when the constructor is given none. When a
+    # plugin supplies the trainer class, Axolotl 0.19's RL builder sets its
+    # positional arguments to [] instead of [self.model]
+    # (core/builders/rl.py:43-49, HFRLTrainerBuilder._get_trainer_cls) and
+    # build() then calls trainer_cls(args=..., train_dataset=..., callbacks=...,
+    # **kwargs) with no model (rl.py:316-322); axolotl PR #2883 (open) would
+    # pass it. A model passed explicitly wins.
+    loaded_model: ClassVar[Any] = None
+
+    @classmethod
+    def for_model(cls, model: Any) -> type[ResponseNLLORPOTrainer]:
+        """This class with ``model`` as the model to train when none is passed.
+
+        A subclass per call, so the class itself keeps no model between runs.
+        """
+        attrs = {"loaded_model": model, "__module__": cls.__module__}
+        return type(cls.__name__, (cls,), attrs)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not args and kwargs.get("model") is None:
+            if self.loaded_model is None:
+                raise TypeError(
+                    f"{type(self).__name__} got no model: Axolotl's RL builder "
+                    "passes none to a plugin's trainer class (axolotl PR #2883); "
+                    "SeaLongPlugin supplies the one it saw in post_model_load, "
+                    "but none was loaded"
+                )
+            kwargs["model"] = self.loaded_model
+        super().__init__(*args, **kwargs)
+        LOG.info(
+            "sealong: %s: ORPO NLL term over response tokens only (the paper's)",
+            type(self).__name__,
+        )
+
+    def concatenated_forward(
+        self, model: Any, batch: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        if self.is_encoder_decoder:
+            return super().concatenated_forward(model, batch)  # TRL uses the labels
         ignore = getattr(self, "label_pad_token_id", -100)  # TRL pads labels with -100
         if _takes_logits_to_keep(model):
             return _response_forward(self, model, batch, ignore)
-        out = list(original(self, model, batch))
+        out = list(super().concatenated_forward(model, batch))
         labels = self.concatenated_inputs(
             batch,
             is_encoder_decoder=False,
@@ -93,8 +133,6 @@ def use_response_nll(trainer: Any) -> None:
         len_chosen = batch["chosen_labels"].shape[0]
         out[4] = response_nll(out[2], labels[:len_chosen], ignore)
         return tuple(out)
-
-    trainer.concatenated_forward = types.MethodType(concatenated_forward, trainer)
 
 
 def _response_forward(

@@ -36,6 +36,8 @@ ROW_TYPE = {
 class SeaLongPlugin(BasePlugin):
     """SEALONG self-labeling (sample N, MBR-score, chosen/rejected) before training."""
 
+    _model: Any = None  # the loaded training model (post_model_load)
+
     def get_input_args(self) -> str:
         return "axolotl_sealong.args.SeaLongArgs"
 
@@ -58,13 +60,45 @@ class SeaLongPlugin(BasePlugin):
                 cfg[key] = resolve_model(value)
         hide_secrets(cfg)
 
-    def post_trainer_create(self, cfg: Any, trainer: Any) -> None:
-        # The paper's ORPO: NLL over the response only (see axolotl_sealong.orpo).
-        if training_mode(cfg) == "orpo" and cfg.get("sealong_orpo_nll") != "full":
-            from axolotl_sealong.orpo import use_response_nll
+    def post_model_load(self, cfg: Any, model: Any) -> None:
+        # The model as the trainer gets it (adapters on): the last load hook,
+        # right before Axolotl returns it. See get_trainer_cls for why.
+        self._model = model
 
-            use_response_nll(trainer)
-            LOG.info("sealong: ORPO NLL term over response tokens only (the paper's)")
+    def get_trainer_cls(self, cfg: Any) -> type | None:
+        """The paper's ORPO (NLL over the response only; ``axolotl_sealong.orpo``).
+
+        Axolotl's RL builder asks plugins for the trainer class before its
+        own ``rl:`` choice, and constructs a plugin's class without the model
+        (axolotl PR #2883): the class gets the one ``post_model_load`` saw.
+        None for everything else, so Axolotl's (or another plugin's) applies.
+        """
+        if not response_nll(cfg):
+            return None
+        if cfg.get("trainer_cls"):
+            # Axolotl ignores trainer_cls when a plugin returns a class.
+            raise ValueError(
+                f"trainer_cls: {cfg['trainer_cls']} and SEALONG's ORPO trainer "
+                "(sealong_orpo_nll: response) cannot both apply: drop trainer_cls, "
+                "or set sealong_orpo_nll: full for TRL's NLL term"
+            )
+        from axolotl_sealong.orpo import ResponseNLLORPOTrainer
+
+        return ResponseNLLORPOTrainer.for_model(self._model)
+
+    def post_trainer_create(self, cfg: Any, trainer: Any) -> None:
+        # Axolotl takes the first plugin's trainer class: another plugin listed
+        # before this one would silently train with TRL's NLL term.
+        if not response_nll(cfg):
+            return
+        from axolotl_sealong.orpo import ResponseNLLORPOTrainer
+
+        if not isinstance(trainer, ResponseNLLORPOTrainer):
+            raise ValueError(
+                f"another plugin's trainer ({type(trainer).__name__}) replaced "
+                "SEALONG's ORPO trainer: list axolotl_sealong.SeaLongPlugin "
+                "first, or set sealong_orpo_nll: full for TRL's NLL term"
+            )
 
     def get_training_args(self, cfg: Any) -> dict[str, Any] | None:
         # transformers refuses bf16 without a GPU unless use_cpu is set, and
@@ -133,6 +167,11 @@ def training_mode(cfg: Any) -> str:
         return str(cfg["sealong_mode"])
     rl = getattr(cfg.get("rl"), "value", cfg.get("rl"))
     return str(rl) if rl in ("orpo", "dpo") else "sft"
+
+
+def response_nll(cfg: Any) -> bool:
+    """ORPO with the paper's NLL term (``sealong_orpo_nll: response``)."""
+    return training_mode(cfg) == "orpo" and cfg.get("sealong_orpo_nll") != "full"
 
 
 def _read_questions(cfg: Any) -> list[dict[str, Any]]:

@@ -1,79 +1,111 @@
-"""The paper's ORPO NLL (response tokens only) on a real TRL ORPOTrainer."""
+"""The paper's ORPO NLL (response tokens only): the trainer subclass, its loss,
+and how Axolotl's RL builder gets it from the plugin."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from axolotl_sealong.orpo import keep_from, use_response_nll
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+from axolotl_sealong.orpo import ResponseNLLORPOTrainer, keep_from  # noqa: E402
+
+ROWS = [
+    {
+        "prompt": "the context goes on and on " * 12 + "question?",
+        "chosen": " right answer",
+        "rejected": " wrong",
+    },
+    {"prompt": "short question?", "chosen": " yes it is", "rejected": " no"},
+]
 
 
 @pytest.fixture
-def trainer(tiny_llama_dir: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def trainer(tiny_llama_dir: Path, tmp_path: Path) -> ResponseNLLORPOTrainer:
     import datasets
+    from axolotl.core.training_args import AxolotlORPOConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
     tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    long_prompt = "the context goes on and on " * 12 + "question?"
-    rows = [
-        {"prompt": long_prompt, "chosen": " right answer", "rejected": " wrong"},
-        {"prompt": "short question?", "chosen": " yes it is", "rejected": " no"},
-    ]
-    args = ORPOConfig(
+    args = AxolotlORPOConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=2,
         max_length=256,
         max_completion_length=64,
+        beta=0.1,
         report_to=[],
         use_cpu=True,
         remove_unused_columns=False,
     )
-    return ORPOTrainer(
-        model=model,
+    return ResponseNLLORPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
         args=args,
-        train_dataset=datasets.Dataset.from_list(rows),
+        train_dataset=datasets.Dataset.from_list(ROWS),
         processing_class=tok,
     )
 
 
-def test_nll_covers_only_the_response(trainer) -> None:  # type: ignore[no-untyped-def]
+def _by_hand(model: Any, batch: dict[str, Any], beta: float) -> tuple[Any, Any]:
+    """The paper's ORPO loss from the model's full logits: (NLL, total).
+
+    NLL: token mean over the chosen responses. Odds ratio: on each response's
+    mean token log-probability p, log odds = p - log(1 - exp(p)).
+    """
     import torch
     import torch.nn.functional as F  # noqa: N812
+
+    def response(side: str) -> tuple[Any, Any]:
+        labels = batch[f"{side}_labels"][:, 1:]
+        logits = model(
+            batch[f"{side}_input_ids"], attention_mask=batch[f"{side}_attention_mask"]
+        ).logits[:, :-1]
+        mask = labels != -100
+        logp = torch.gather(
+            logits.log_softmax(-1), 2, labels.clamp(min=0).unsqueeze(2)
+        ).squeeze(2)
+        mean_logp = (logp * mask).sum(-1) / mask.sum(-1)
+        nll = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100
+        )
+        return nll, mean_logp
+
+    nll, chosen = response("chosen")
+    _, rejected = response("rejected")
+    log_odds = (chosen - rejected) - (
+        torch.log1p(-chosen.exp()) - torch.log1p(-rejected.exp())
+    )
+    return nll, nll - beta * F.logsigmoid(log_odds).mean()
+
+
+def test_nll_covers_only_the_response(trainer) -> None:  # type: ignore[no-untyped-def]
+    import torch
+    from axolotl.core.trainers import AxolotlORPOTrainer
 
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     model = trainer.model.eval()
     with torch.no_grad():
-        full = trainer.concatenated_forward(model, batch)
-        use_response_nll(trainer)
+        stock = AxolotlORPOTrainer.concatenated_forward(trainer, model, batch)
         ours = trainer.concatenated_forward(model, batch)
-        # by hand: the chosen sequences, their response positions only
-        ids = batch["chosen_input_ids"]
-        labels = batch["chosen_labels"].clone()
-        logits = model(ids, attention_mask=batch["chosen_attention_mask"]).logits
-    want = F.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]),
-        labels[:, 1:].reshape(-1),
-        ignore_index=-100,
-    )
+        want, want_loss = _by_hand(model, batch, trainer.beta)
+        loss, _ = trainer.get_batch_loss_metrics(model, batch, train_eval="train")
+    labels = batch["chosen_labels"]
     response_tokens = int((labels != -100).sum())
     prompt_tokens = int(batch["prompt_attention_mask"].sum())
     assert 0 < response_tokens < prompt_tokens  # the prompt dominates TRL's mean
     assert torch.allclose(ours[4], want, atol=1e-5), (ours[4], want)
-    assert not torch.allclose(full[4], want, atol=1e-3)  # TRL's: prompt included
+    assert not torch.allclose(stock[4], want, atol=1e-3)  # TRL's: prompt included
+    assert torch.allclose(loss, want_loss, atol=1e-5), (loss, want_loss)
     # the odds-ratio inputs are unchanged, from a fraction of the logits
-    assert torch.allclose(ours[0], full[0], atol=1e-5)
-    assert torch.allclose(ours[1], full[1], atol=1e-5)
+    assert torch.allclose(ours[0], stock[0], atol=1e-5)
+    assert torch.allclose(ours[1], stock[1], atol=1e-5)
     # rows of one batch start their responses at different places: the logits
     # start at the earliest; one row alone (micro_batch_size 1) needs only its own
-    assert ours[2].shape[1] < full[2].shape[1]
+    assert ours[2].shape[1] < stock[2].shape[1]
     one = trainer.data_collator([trainer.train_dataset[0]])
     with torch.no_grad():
         alone = trainer.concatenated_forward(model, one)
@@ -91,7 +123,6 @@ def test_response_logits_only_give_the_same_loss_and_gradients(
 
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     model = trainer.model.train()
-    use_response_nll(trainer)
 
     def loss_and_grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
         model.zero_grad()
@@ -123,3 +154,143 @@ def test_keep_from_covers_the_earliest_response_token() -> None:
     assert keep_from(labels) == 4
     assert keep_from(torch.full((2, 6), ignore)) == 6
     assert keep_from(torch.tensor([[1, 2, ignore]])) == 3
+
+
+def test_the_plugin_picks_the_subclass_for_orpo_with_the_response_nll() -> None:
+    from axolotl.utils.dict import DictDefault
+
+    from axolotl_sealong import SeaLongPlugin
+
+    plugin = SeaLongPlugin()
+    model = object()
+    plugin.post_model_load(DictDefault({}), model)
+    cls = plugin.get_trainer_cls(DictDefault({"rl": "orpo"}))
+    assert cls is not None and issubclass(cls, ResponseNLLORPOTrainer)
+    assert cls.loaded_model is model and ResponseNLLORPOTrainer.loaded_model is None
+    response = {"rl": "orpo", "sealong_orpo_nll": "response"}
+    assert issubclass(plugin.get_trainer_cls(DictDefault(response)), cls.__base__)
+    for other in (
+        {"rl": "orpo", "sealong_orpo_nll": "full"},  # TRL's loss: Axolotl's class
+        {"rl": "dpo"},
+        {},  # sft
+    ):
+        assert plugin.get_trainer_cls(DictDefault(other)) is None, other
+    with pytest.raises(ValueError, match="drop trainer_cls"):
+        plugin.get_trainer_cls(DictDefault({"rl": "orpo", "trainer_cls": "a.B"}))
+
+
+# Axolotl's own trainer setup, in-process: the same path `axolotl train` takes
+# from the loaded config to the trainer.
+
+
+@pytest.fixture
+def loaded(tiny_llama_dir: Path, tmp_path: Path) -> Any:
+    """Axolotl's config (plugin registered), model + LoRA, tokenizer, dataset."""
+    import json
+
+    import datasets
+    import yaml
+    from axolotl.cli.config import load_cfg
+    from axolotl.train import setup_model_and_tokenizer
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    recipe = {
+        "base_model": str(tiny_llama_dir),
+        "plugins": ["axolotl_sealong.SeaLongPlugin"],
+        "rl": "orpo",
+        "orpo_alpha": 0.1,
+        "remove_unused_columns": False,
+        "datasets": [{"path": str(data), "ds_type": "json", "split": "train"}],
+        "chat_template": "tokenizer_default",
+        "sequence_len": 256,
+        "adapter": "lora",
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.0,
+        "lora_target_linear": True,
+        "micro_batch_size": 1,
+        "gradient_accumulation_steps": 1,
+        "num_epochs": 1,
+        "max_steps": 2,
+        "optimizer": "adamw_torch",
+        "learning_rate": 1e-4,
+        "bf16": False,
+        "fp16": False,
+        "output_dir": str(tmp_path / "out"),
+    }
+    path = tmp_path / "orpo.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    cfg = load_cfg(str(path))
+    model, tokenizer, peft_config, _ = setup_model_and_tokenizer(cfg)
+    return cfg, model, tokenizer, peft_config, datasets.Dataset.from_list(ROWS)
+
+
+def _build(cfg: Any, model: Any, tokenizer: Any, peft_config: Any, rows: Any) -> Any:
+    from axolotl.utils.trainer import setup_trainer
+
+    return setup_trainer(
+        cfg=cfg,
+        train_dataset=rows,
+        eval_dataset=None,
+        model=model,
+        tokenizer=tokenizer,
+        processor=None,
+        total_num_steps=2,
+        peft_config=peft_config,
+    )
+
+
+def _plugin() -> Any:
+    from axolotl.integrations.base import PluginManager
+
+    from axolotl_sealong import SeaLongPlugin
+
+    (plugin,) = (
+        p
+        for p in PluginManager.get_instance().plugins.values()
+        if isinstance(p, SeaLongPlugin)
+    )
+    return plugin
+
+
+def test_axolotls_builder_makes_the_subclass_like_its_own_trainer(loaded: Any) -> None:
+    """Ours and the default path's trainer differ only in the class's loss."""
+    from axolotl.core.trainers import AxolotlORPOTrainer
+    from peft import PeftModel
+
+    cfg, model, *_ = loaded
+    ours = _build(*loaded)
+    cfg["sealong_orpo_nll"] = "full"
+    stock = _build(*loaded)
+    assert type(stock) is AxolotlORPOTrainer
+    assert isinstance(ours, ResponseNLLORPOTrainer)
+    assert type(ours).__mro__[2:] == type(stock).__mro__  # for_model's, ours, theirs
+    assert isinstance(model, PeftModel)
+    assert ours.model is model and stock.model is model  # the LoRA model
+    assert ours.processing_class is stock.processing_class is loaded[2]
+    assert type(ours.data_collator) is type(stock.data_collator)
+    ours_args, stock_args = ours.args.to_dict(), stock.args.to_dict()
+    assert ours_args == stock_args
+    names = [type(c).__name__ for c in ours.callback_handler.callbacks]
+    assert names == [type(c).__name__ for c in stock.callback_handler.callbacks]
+    assert ours.train_dataset.column_names == stock.train_dataset.column_names
+    assert ours.train_dataset[0] == stock.train_dataset[0]
+    # another plugin's class first in line would drop the paper's NLL: refused
+    cfg["sealong_orpo_nll"] = "response"
+    _plugin().post_trainer_create(cfg, ours)
+    with pytest.raises(ValueError, match="replaced SEALONG's ORPO trainer"):
+        _plugin().post_trainer_create(cfg, stock)
+
+
+def test_axolotls_rl_builder_passes_a_plugins_class_no_model(loaded: Any) -> None:
+    """Why the plugin keeps the model: axolotl PR #2883 (open) passes it.
+
+    If this fails, Axolotl now passes the model itself and ``for_model`` and
+    ``post_model_load`` can go.
+    """
+    plugin = _plugin()
+    assert plugin._model is loaded[1]  # post_model_load saw the LoRA model
+    plugin._model = None
+    with pytest.raises(TypeError, match="got no model"):
+        _build(*loaded)
