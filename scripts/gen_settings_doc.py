@@ -38,7 +38,8 @@ HEADER = f"""\
 # Settings reference: every `sealong_*` key
 
 Every setting of the plugin and of `sealong label`, generated from the config
-models by `{COMMAND}` (do not edit by hand). Back to the [README](../README.md).
+models by `{COMMAND}` (do not edit by hand). Back to the
+[README](../README.md).
 
 In an Axolotl recipe each setting is a top-level key with the `sealong_` prefix
 (`sealong_num_samples: 8`); `sealong label` takes the same settings as flags
