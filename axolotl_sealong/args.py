@@ -107,21 +107,3 @@ SeaLongArgs = create_model(  # type: ignore[call-overload]
     __doc__="Settings of axolotl_sealong.SeaLongPlugin (sealong_* keys).",
     **{YAML_PREFIX + name: _field(name) for name in LabelConfig.model_fields},
 )
-
-
-def settings_markdown() -> str:
-    """The README table of every ``sealong_*`` key (kept in sync by a test)."""
-    defaults = LabelConfig().model_dump()
-    lines = ["| key | default | what |", "|---|---|---|"]
-    for name, info in SeaLongArgs.model_fields.items():
-        short = name[len(YAML_PREFIX) :]
-        default = defaults.get(short, info.default)
-        extra = info.json_schema_extra
-        desc = extra.get("description", "") if isinstance(extra, dict) else ""
-        desc = str(desc).replace("|", "\\|")
-        lines.append(f"| `{name}` | `{default}` | {desc} |")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(settings_markdown())

@@ -81,16 +81,6 @@ def test_recipes_list_and_copy(tmp_path, capsys):
     assert "smollm2_135m_orpo_cpu" in capsys.readouterr().err
 
 
-def test_readme_lists_every_setting():
-    from axolotl_sealong.args import settings_markdown
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = readme.split("<!-- settings-table:start -->\n")[1].split(
-        "\n<!-- settings-table:end -->"
-    )[0]
-    assert block == settings_markdown(), "run: python -m axolotl_sealong.args"
-
-
 def test_gpu_recipes_sample_with_the_managed_vllm_server():
     """vLLM runs as a server the plugin starts and stops (issue 13), not in the
     trainer's process, so any vLLM can serve beside axolotl 0.19."""
