@@ -10,9 +10,8 @@ import pytest
 import yaml
 from eval_support import GEN_KWARGS, GROUP_TASKS, LONGBENCH_DIR, SYNTH_FILE, read_rows
 
-from axolotl_sealong import eval_tasks
-from axolotl_sealong.commands import eval as eval_cmd
-from axolotl_sealong.prompts import INSTRUCTIONS, build_user_prompt
+from axolotl_sealong.core.prompts import INSTRUCTIONS, build_user_prompt
+from axolotl_sealong.integrations.lm_eval import tasks as eval_tasks
 
 TASK_DIR = eval_tasks.task_dir()
 
@@ -390,17 +389,17 @@ def test_multihop_to_longbench_shapes() -> None:
 def test_sealong_eval_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(eval_tasks, "found_by_default", lambda: False)
     args = ["--model", "hf", "--tasks", "longbench_sealong"]
-    assert eval_cmd.lm_eval_argv(args) == [*args, "--include_path", str(TASK_DIR)]
-    assert eval_cmd.lm_eval_argv(["ls", "tasks"])[-1] == str(TASK_DIR)
+    assert eval_tasks.lm_eval_argv(args) == [*args, "--include_path", str(TASK_DIR)]
+    assert eval_tasks.lm_eval_argv(["ls", "tasks"])[-1] == str(TASK_DIR)
     mine = [*args, "--include_path", "/my/tasks"]
-    assert eval_cmd.lm_eval_argv(mine) == mine
-    assert eval_cmd.lm_eval_argv(["--help"]) == ["--help"]
+    assert eval_tasks.lm_eval_argv(mine) == mine
+    assert eval_tasks.lm_eval_argv(["--help"]) == ["--help"]
     monkeypatch.setattr(eval_tasks, "found_by_default", lambda: True)
-    assert eval_cmd.lm_eval_argv(args) == args
+    assert eval_tasks.lm_eval_argv(args) == args
 
 
 def test_sealong_eval_task_dir(capsys: pytest.CaptureFixture[str]) -> None:
-    from axolotl_sealong.cli import main
+    from axolotl_sealong.cli.main import main
 
     assert main(["eval", "--task-dir"]) == 0
     assert capsys.readouterr().out.strip() == str(TASK_DIR)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from axolotl_sealong.mbr import (
+from axolotl_sealong.core.mbr import (
     answer_agreement_matrix,
     mbr_scores,
     rouge_l_matrix,

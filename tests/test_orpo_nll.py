@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_sealong.orpo import keep_from, use_response_nll
+from axolotl_sealong.integrations.axolotl.orpo import keep_from, use_response_nll
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_response_logits_only_give_the_same_loss_and_gradients(
     """The logits_to_keep forward against TRL's full forward + response NLL."""
     import torch
 
-    from axolotl_sealong import orpo
+    from axolotl_sealong.integrations.axolotl import orpo
 
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     model = trainer.model.train()

@@ -68,7 +68,7 @@ def test_recipe_validates_with_the_plugin(recipe, monkeypatch):
 
 
 def test_recipes_list_and_copy(tmp_path, capsys):
-    from axolotl_sealong.cli import main
+    from axolotl_sealong.cli.main import main
 
     assert main(["recipes", "list"]) == 0
     listing = capsys.readouterr().out
@@ -82,13 +82,15 @@ def test_recipes_list_and_copy(tmp_path, capsys):
 
 
 def test_readme_lists_every_setting():
-    from axolotl_sealong.args import settings_markdown
+    from axolotl_sealong.integrations.axolotl.args import settings_markdown
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("<!-- settings-table:start -->\n")[1].split(
         "\n<!-- settings-table:end -->"
     )[0]
-    assert block == settings_markdown(), "run: python -m axolotl_sealong.args"
+    assert block == settings_markdown(), (
+        "run: python -m axolotl_sealong.integrations.axolotl.args"
+    )
 
 
 def test_gpu_recipes_sample_with_the_managed_vllm_server():
@@ -107,7 +109,7 @@ def test_readme_help_and_recipes_agree_on_the_gpu_install():
     import re
     import tomllib
 
-    from axolotl_sealong.cli import build_parser
+    from axolotl_sealong.cli.main import build_parser
 
     root = RECIPES[0].parents[1]
     extras = tomllib.loads((root / "pyproject.toml").read_text())

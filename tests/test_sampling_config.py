@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_sealong.config import LabelConfig
-from axolotl_sealong.distributed import (
+from axolotl_sealong.core.config import LabelConfig
+from axolotl_sealong.integrations.axolotl.distributed import (
     RankInfo,
     label_on_ranks,
     merge_label_dirs,
@@ -19,7 +19,11 @@ from axolotl_sealong.distributed import (
     sampling_role,
     shard,
 )
-from axolotl_sealong.sampling import make_sampler, resolve_engine, sampler_from_config
+from axolotl_sealong.sampling.factory import (
+    make_sampler,
+    resolve_engine,
+    sampler_from_config,
+)
 
 
 @pytest.mark.parametrize(
@@ -56,7 +60,7 @@ def test_url_lists_from_yaml_and_flags():
 def test_cli_flags_for_engine_settings(tmp_path):
     import argparse
 
-    from axolotl_sealong.commands.label import add_config_flags, config_from_args
+    from axolotl_sealong.cli.label import add_config_flags, config_from_args
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--config")
@@ -173,7 +177,7 @@ def test_ranks_share_the_work_without_duplicating_it(tmp_path, engine):
 
 
 def test_shards_of_the_pipeline_merge_into_one_result(tiny_llama_dir, tmp_path):
-    from axolotl_sealong.pipeline import label, read_rows
+    from axolotl_sealong.core.pipeline import label, read_rows
 
     rows = [
         {"context": f"Zorvan{i} is a city.", "question": f"Q{i}?", "answers": ["x"]}
@@ -209,7 +213,7 @@ def test_shards_of_the_pipeline_merge_into_one_result(tiny_llama_dir, tmp_path):
 
 def _write_part(part: Path, scored: list[dict]) -> None:
     """A shard folder as pipeline.label writes it, from its scored rows."""
-    from axolotl_sealong.pipeline import row_sources
+    from axolotl_sealong.core.pipeline import row_sources
 
     part.mkdir(parents=True)
     sft_of, pref_of = row_sources(scored)
@@ -268,7 +272,7 @@ def test_ordered_merge_puts_every_row_back_with_its_question(tmp_path):
 def test_an_empty_shard_writes_empty_files_without_a_model(
     tiny_llama_dir, tmp_path, monkeypatch
 ):
-    from axolotl_sealong import pipeline
+    from axolotl_sealong.core import pipeline
 
     def no_model(cfg, *args):
         raise AssertionError("the sampling model was loaded for an empty shard")

@@ -3,7 +3,7 @@
 Made for a bare CUDA machine (torch and transformers, no network, no axolotl,
 no vLLM, no pydantic): it imports only the engine. It builds a model with
 Llama-3.1-8B's shape and random weights in bf16 (weights cannot travel: the
-repo ships the config), the tiny tokenizer of ``axolotl_sealong.tiny``, then:
+repo ships the config), the tiny tokenizer of ``axolotl_sealong.bench.tiny``, then:
 
 1. checks that greedy N=1 from the shared-prefix engine equals ``generate``
    token for token, and that seeded samples repeat;
@@ -34,8 +34,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from axolotl_sealong.sampling import SampleRequest, SamplingParams
-from axolotl_sealong.sampling_hf import HFSampler
+from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
+from axolotl_sealong.sampling.hf import HFSampler
 
 CONFIGS = ("llama31_8b", "tiny")
 METHODS = ("shared_prefix", "expand", "generate")
@@ -64,7 +64,7 @@ def _method(sampler: HFSampler, method: str) -> Iterator[None]:
 
 
 def model_config(name: str) -> dict[str, Any]:
-    data = resources.files("axolotl_sealong.data").joinpath(f"gpu_check_{name}.json")
+    data = resources.files("axolotl_sealong.bench").joinpath(f"gpu_check_{name}.json")
     config = json.loads(data.read_text())
     config.pop("_comment", None)
     return config
@@ -75,7 +75,7 @@ def build_model(folder: Path, config_name: str, dtype: Any, device: str) -> Path
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from axolotl_sealong.tiny import build_tiny_tokenizer
+    from axolotl_sealong.bench.tiny import build_tiny_tokenizer
 
     build_tiny_tokenizer(folder, model_max_length=1_000_000)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -158,8 +158,8 @@ def run_check(
     import torch
     import transformers
 
-    from axolotl_sealong.bench import _prompt_of
-    from axolotl_sealong.sampling import torch_dtype
+    from axolotl_sealong.bench.micro import _prompt_of
+    from axolotl_sealong.sampling.base import torch_dtype
 
     t0 = time.perf_counter()
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -261,7 +261,7 @@ def _timings(
     t0: float,
     say: Any,
 ) -> list[dict[str, Any]]:
-    from axolotl_sealong.bench import _prompt_of
+    from axolotl_sealong.bench.micro import _prompt_of
 
     rows: list[dict[str, Any]] = []
     # a short warm-up: kernels, allocator, cuBLAS handles
@@ -299,7 +299,8 @@ def build_parser(
     parser: argparse.ArgumentParser | None = None,
 ) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(
-        prog="python -m axolotl_sealong.bench_gpu", description=__doc__.split("\n")[0]
+        prog="python -m axolotl_sealong.bench.gpu_check",
+        description=__doc__.split("\n")[0],
     )
     parser.add_argument("--out", default="gpu_check.json", help="the JSON written")
     parser.add_argument(

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from axolotl_sealong.embedded import EMBEDDED_EMBEDDER
+from axolotl_sealong.core.embedded import EMBEDDED_EMBEDDER
 
 _WORDS = (
     "the plan first find passage which states that city was founded by river "
@@ -47,8 +47,8 @@ def bench_mbr(
     trust_remote_code: bool = False,
 ) -> dict[str, Any]:
     """Seconds to embed Q x N texts (one batched call) vs to score and select."""
-    from axolotl_sealong.embedder import Embedder
-    from axolotl_sealong.mbr import mbr_scores, select_pair
+    from axolotl_sealong.core.mbr import mbr_scores, select_pair
+    from axolotl_sealong.embedding.embedder import Embedder
 
     texts = synthetic_outputs(questions, samples, words)
     flat = [t for group in texts for t in group]
@@ -105,7 +105,7 @@ def _prompt_of(tokenizer: Any, tokens: int, seed: int) -> str:
 
     Each call gets different words, so no engine can reuse a cached prefix.
     """
-    from axolotl_sealong.sampling import chat_token_ids
+    from axolotl_sealong.sampling.base import chat_token_ids
 
     rng = np.random.default_rng(seed)
     words = " ".join(rng.choice(_WORDS, size=tokens * 2))
@@ -125,7 +125,7 @@ def _prompt_of(tokenizer: Any, tokens: int, seed: int) -> str:
 def _open_bench_engine(
     engine: str, model: str, max_model_len: int, openai_base_urls: str | None
 ) -> Any:
-    from axolotl_sealong.sampling import make_sampler
+    from axolotl_sealong.sampling.factory import make_sampler
 
     if engine in HF_VARIANTS:
         return make_sampler(
@@ -142,7 +142,7 @@ def _open_bench_engine(
 
 def available_engines(openai_base_urls: str | None = None) -> list[str]:
     """hf always; vllm when it imports; openai when a server URL is given."""
-    from axolotl_sealong.sampling import vllm_importable
+    from axolotl_sealong.sampling.base import vllm_importable
 
     engines = ["hf"]
     if vllm_importable():
@@ -170,7 +170,7 @@ def bench_sampling(
     ``repeats`` the seconds are medians and ``ratio`` is the median of the
     pairwise ratios (``ratios``).
     """
-    from axolotl_sealong.sampling import SampleRequest, SamplingParams
+    from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
 
     engines = engines or available_engines(openai_base_urls)
     unknown = sorted(set(engines) - set(BENCH_ENGINES))
@@ -257,7 +257,7 @@ def bench_decode(
     """
     import torch
 
-    from axolotl_sealong.sampling import SampleRequest, SamplingParams
+    from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
 
     if engine not in HF_VARIANTS or "method" in HF_VARIANTS[engine]:
         raise ValueError(f"bench decode times shared-prefix hf engines, not {engine}")

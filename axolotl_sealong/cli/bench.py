@@ -18,7 +18,7 @@ def _print_row(row: dict[str, Any], as_json: bool, width: int) -> int:
 
 
 def run_mbr(args: argparse.Namespace) -> int:
-    from axolotl_sealong.bench import bench_mbr
+    from axolotl_sealong.bench.micro import bench_mbr
 
     result = bench_mbr(
         args.questions,
@@ -37,7 +37,7 @@ def run_sampling(args: argparse.Namespace) -> int:
     # vLLM logs to stdout by default; keep stdout for the JSON alone
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
-    from axolotl_sealong.bench import bench_sampling
+    from axolotl_sealong.bench.micro import bench_sampling
 
     engines = [e.strip() for e in args.engines.split(",")] if args.engines else None
     try:
@@ -76,7 +76,7 @@ def run_sampling(args: argparse.Namespace) -> int:
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    from axolotl_sealong.bench import bench_decode
+    from axolotl_sealong.bench.micro import bench_decode
 
     row = bench_decode(
         args.engine,
@@ -176,13 +176,13 @@ def register(sub: Any) -> None:
         "JSON. Needs torch and transformers only (scripts/gpu_check.sh runs it "
         "on a bare CUDA machine). --dry-run: a tiny config on the CPU.",
     )
-    from axolotl_sealong.bench_gpu import build_parser
+    from axolotl_sealong.bench.gpu_check import build_parser
 
     build_parser(gpu)
     gpu.set_defaults(func=run_gpu)
 
 
 def run_gpu(args: argparse.Namespace) -> int:
-    from axolotl_sealong.bench_gpu import main
+    from axolotl_sealong.bench.gpu_check import main
 
     return main(args)

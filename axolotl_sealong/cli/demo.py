@@ -16,8 +16,8 @@ HELP = (
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from axolotl_sealong.commands.iterate import add_policy_flags
-    from axolotl_sealong.demo import DEMO_POLICY, DemoSettings
+    from axolotl_sealong.cli.iterate import add_policy_flags
+    from axolotl_sealong.demo.run import DEMO_POLICY, DemoSettings
 
     parser = subparsers.add_parser("demo", help=HELP, description=HELP)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -62,8 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axolotl_sealong.commands.iterate import policy_from_args
-    from axolotl_sealong.demo import DemoSettings, run_demo
+    from axolotl_sealong.cli.iterate import policy_from_args
+    from axolotl_sealong.demo.run import DemoSettings, run_demo
 
     settings = DemoSettings(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoSettings)}

@@ -11,10 +11,8 @@ that folder, for ``TaskManager(include_path=...)`` in Python.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-LOG = logging.getLogger(__name__)
 
 HELP = "run lm-eval with the longbench_sealong / sealong_synth tasks included"
 
@@ -33,27 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def lm_eval_argv(args: list[str]) -> list[str]:
-    """The lm-eval command line: ``args`` plus ``--include_path`` when needed."""
-    from axolotl_sealong import eval_tasks
-
-    if not args or args[0] in ("-h", "--help"):
-        return args
-    if any(a == "--include_path" or a.startswith("--include_path=") for a in args):
-        if not eval_tasks.found_by_default():
-            LOG.warning(
-                "--include_path is set, so %s is not added: lm-eval takes one "
-                "include path, and the sealong tasks are not in its own tree",
-                eval_tasks.task_dir(),
-            )
-        return args
-    if eval_tasks.found_by_default():
-        return args
-    return [*args, "--include_path", str(eval_tasks.task_dir())]
-
-
 def run(args: argparse.Namespace) -> int:
-    from axolotl_sealong import eval_tasks
+    from axolotl_sealong.integrations.lm_eval import tasks as eval_tasks
 
     forwarded = list(args.lm_eval_args)
     if forwarded and forwarded[0] == "--":
@@ -68,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             f"lm-eval is not importable ({err}): pip install 'lm-eval>=0.4.11'"
         ) from None
     saved = sys.argv
-    sys.argv = ["lm-eval", *lm_eval_argv(forwarded)]
+    sys.argv = ["lm-eval", *eval_tasks.lm_eval_argv(forwarded)]
     try:
         cli_evaluate()
     except SystemExit as exc:

@@ -18,8 +18,8 @@ HELP = (
 
 
 def add_policy_flags(parser: argparse.ArgumentParser, defaults: Any) -> None:
-    """One flag per :class:`~axolotl_sealong.iterate.RoundPolicy` field."""
-    from axolotl_sealong.iterate import POLICY_HELP, RoundPolicy
+    """One flag per :class:`~axolotl_sealong.demo.iterate.RoundPolicy` field."""
+    from axolotl_sealong.demo.iterate import POLICY_HELP, RoundPolicy
 
     group = parser.add_argument_group("round policies")
     for field in dataclasses.fields(RoundPolicy):
@@ -33,7 +33,7 @@ def add_policy_flags(parser: argparse.ArgumentParser, defaults: Any) -> None:
 
 
 def policy_from_args(args: argparse.Namespace) -> Any:
-    from axolotl_sealong.iterate import RoundPolicy
+    from axolotl_sealong.demo.iterate import RoundPolicy
 
     return RoundPolicy(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(RoundPolicy)}
@@ -63,7 +63,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from axolotl_sealong.iterate import RoundPolicy
+    from axolotl_sealong.demo.iterate import RoundPolicy
 
     parser = subparsers.add_parser("iterate", help=HELP, description=HELP)
     parser.add_argument(
@@ -116,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axolotl_sealong.iterate import EvalSettings, run_iterate
+    from axolotl_sealong.demo.iterate import EvalSettings, run_iterate
 
     evals = EvalSettings(
         tasks=tuple(t.strip() for t in args.eval_tasks.split(",") if t.strip()),

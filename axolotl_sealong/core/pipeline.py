@@ -18,25 +18,29 @@ from typing import Any
 
 import numpy as np
 
-from axolotl_sealong.cache import (
+from axolotl_sealong.core.cache import (
     SampleStore,
     model_fingerprint,
     path_fingerprint,
     stable_hash,
 )
-from axolotl_sealong.config import LabelConfig
+from axolotl_sealong.core.config import LabelConfig
+from axolotl_sealong.core.diagnostics import subem_diagnostics
+from axolotl_sealong.core.embedded import cache_root
+from axolotl_sealong.core.mbr import (
+    scores_from_similarity,
+    select_pair,
+    similarity_matrix,
+)
+from axolotl_sealong.core.prompts import fit_prompt
 from axolotl_sealong.data.io import read_rows as read_rows, write_jsonl
-from axolotl_sealong.diagnostics import subem_diagnostics
-from axolotl_sealong.embedded import cache_root
-from axolotl_sealong.mbr import scores_from_similarity, select_pair, similarity_matrix
-from axolotl_sealong.prompts import fit_prompt
-from axolotl_sealong.sampling import (
+from axolotl_sealong.sampling.base import (
     Sampler,
     SampleRequest,
     SamplingParams,
     model_max_positions,
-    sampler_from_config,
 )
+from axolotl_sealong.sampling.factory import sampler_from_config
 
 LOG = logging.getLogger(__name__)
 
@@ -175,7 +179,7 @@ def served_model(cfg: LabelConfig, sampler: Sampler | None = None) -> str | None
         return str(sampler.served_model)  # type: ignore[attr-defined]
     if cfg.openai_model:
         return cfg.openai_model
-    from axolotl_sealong.sampling_openai import served_model_name
+    from axolotl_sealong.sampling.openai import served_model_name
 
     assert cfg.openai_base_urls  # LabelConfig requires them for sampler openai
     return served_model_name(
@@ -186,7 +190,7 @@ def served_model(cfg: LabelConfig, sampler: Sampler | None = None) -> str | None
 def sample_key_parts(
     cfg: LabelConfig, questions: list[Question], served: str | None = None
 ) -> dict[str, Any]:
-    """What names a sample cache folder (see ``axolotl_sealong.cache``).
+    """What names a sample cache folder (see ``axolotl_sealong.core.cache``).
 
     ``questions`` carry their prompts as sent (``fit_prompts`` ran), so the
     prompt strategy, columns, overlong policy and effective max_model_len are
@@ -226,7 +230,7 @@ def prompt_limits(cfg: LabelConfig) -> tuple[Any, int]:
     """
     from transformers import AutoTokenizer
 
-    from axolotl_sealong.embedded import resolve_model
+    from axolotl_sealong.core.embedded import resolve_model
 
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.model_revision)
@@ -433,9 +437,10 @@ def check_inputs(
     engine that is not installed, a GPU that is not there, an output or cache
     folder that is a file.
     """
-    from axolotl_sealong.embedded import check_model_source
-    from axolotl_sealong.embedder import check_embedder
-    from axolotl_sealong.sampling import resolve_engine, vllm_importable
+    from axolotl_sealong.core.embedded import check_model_source
+    from axolotl_sealong.embedding.embedder import check_embedder
+    from axolotl_sealong.sampling.base import vllm_importable
+    from axolotl_sealong.sampling.factory import resolve_engine
 
     for folder, setting in (
         (out_dir, "the output folder (--out)"),
@@ -495,7 +500,7 @@ def label(
     of a multi-rank run) writes empty files, loading no model, when there are
     no rows or none fits, instead of stopping with an error.
     """
-    from axolotl_sealong.embedder import Embedder
+    from axolotl_sealong.embedding.embedder import Embedder
 
     clock = time.perf_counter
     t0 = clock()

@@ -57,7 +57,7 @@ def prompt_tokens(tokenizer: Any, user_message: str) -> int:
     ``--apply_chat_template`` renders it; without one, the plain text.
     """
     if getattr(tokenizer, "chat_template", None):
-        from axolotl_sealong.sampling import chat_token_ids
+        from axolotl_sealong.sampling.base import chat_token_ids
 
         return len(chat_token_ids(tokenizer, user_message))
     return len(tokenizer(user_message, add_special_tokens=False)["input_ids"])

@@ -39,12 +39,14 @@ from typing import Any
 
 import yaml
 
-from axolotl_sealong import demo_report
+from axolotl_sealong.demo import report as demo_report
 
 LOG = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 PLUGIN = "axolotl_sealong.SeaLongPlugin"
+# The demo's eval task; older demo runs stored its scores flat, under no name.
+DEMO_TASK = "sealong_synth"
 TRAIN_FROM = ("previous", "base")
 SAMPLE_WITH = ("merged", "adapter")
 MERGE_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -317,7 +319,7 @@ def lm_eval_cmd(
     model: Path, adapter: Path | None, out: Path, ev: EvalSettings
 ) -> list[str]:
     """``python -m lm_eval`` on a model folder (plus a LoRA adapter through peft=)."""
-    from axolotl_sealong.commands.eval import lm_eval_argv
+    from axolotl_sealong.integrations.lm_eval.tasks import lm_eval_argv
 
     model_args = f"pretrained={model}"
     if adapter is not None:
@@ -345,7 +347,7 @@ def read_eval(out: Path, tasks: Sequence[str], metric: str) -> dict[str, Any]:
     A group (e.g. ``longbench_sealong``) writes one file per sub-task; each is
     reported on its own. Rows are ordered by ``doc_id`` so runs pair up.
     """
-    from axolotl_sealong.pipeline import read_rows
+    from axolotl_sealong.core.pipeline import read_rows
 
     files = sorted(glob.glob(str(out / "**" / "samples_*.jsonl"), recursive=True))
     latest: dict[str, str] = {}
@@ -378,10 +380,8 @@ def eval_tasks(record: dict[str, Any]) -> dict[str, Any]:
     """An eval stage's per-task scores (older demo runs stored one task flat)."""
     if "tasks" in record:
         return dict(record["tasks"])
-    from axolotl_sealong.demo import TASK
-
     return {
-        TASK: {
+        DEMO_TASK: {
             "doc_ids": record["doc_ids"],
             "scores": record["sub_em"],
             "output_tokens": record["output_tokens"],
@@ -444,8 +444,8 @@ def labeled_dir(round_dir: Path, before: Sequence[Path] = ()) -> Path:
 
 def label_summary(folder: Path, tokenizer: Any) -> dict[str, Any]:
     """Diagnostics, signals, pair count, score distributions and lengths."""
-    from axolotl_sealong.diagnostics import live_scores
-    from axolotl_sealong.pipeline import read_rows
+    from axolotl_sealong.core.diagnostics import live_scores
+    from axolotl_sealong.core.pipeline import read_rows
 
     diag = json.loads((folder / "diagnostics.json").read_text())
     scored = read_rows(folder / "scored.jsonl")
@@ -510,8 +510,8 @@ def log_signals(r: int, summary: dict[str, Any]) -> None:
 
 
 def signals_of(folder: Path) -> dict[str, Any]:
-    from axolotl_sealong.diagnostics import label_free_signals, pairs_by_gap
-    from axolotl_sealong.pipeline import read_rows
+    from axolotl_sealong.core.diagnostics import label_free_signals, pairs_by_gap
+    from axolotl_sealong.core.pipeline import read_rows
 
     scored = read_rows(folder / "scored.jsonl")
     return {"signals": label_free_signals(scored), "pairs_by_gap": pairs_by_gap(scored)}
@@ -521,10 +521,10 @@ def pick_by_n(scored: list[dict[str, Any]], settings: dict[str, Any]) -> list[An
     """MBR pick accuracy for N = 4, 8, ... up to the N sampled (same embedder)."""
     import numpy as np
 
-    from axolotl_sealong.diagnostics import pick_accuracy_by_n
-    from axolotl_sealong.embedded import resolve_model
-    from axolotl_sealong.embedder import Embedder
-    from axolotl_sealong.mbr import cosine_matrix
+    from axolotl_sealong.core.diagnostics import pick_accuracy_by_n
+    from axolotl_sealong.core.embedded import resolve_model
+    from axolotl_sealong.core.mbr import cosine_matrix
+    from axolotl_sealong.embedding.embedder import Embedder
 
     if not scored or settings.get("utility", "embedding") != "embedding":
         return []
@@ -591,7 +591,7 @@ def margin_threshold(folder: Path, quantile: float) -> float:
     """The ``quantile`` of the best-worst MBR gaps over the round's pairs."""
     import numpy as np
 
-    from axolotl_sealong.pipeline import read_rows
+    from axolotl_sealong.core.pipeline import read_rows
 
     gaps = [
         float(r["gap"])
@@ -617,8 +617,8 @@ def load_recipe(path: Path) -> dict[str, Any]:
 
 def check_recipe(recipe: dict[str, Any], policy: RoundPolicy) -> None:
     """What iterate needs from a recipe, checked before any model loads."""
-    from axolotl_sealong.args import self_label_entries
-    from axolotl_sealong.config import LabelConfig
+    from axolotl_sealong.core.config import LabelConfig
+    from axolotl_sealong.integrations.axolotl.args import self_label_entries
 
     if PLUGIN not in (recipe.get("plugins") or []):
         raise ValueError(
@@ -644,13 +644,13 @@ def read_pool(recipe: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of the recipe's self-label entries, read by Axolotl's loader."""
     from axolotl.utils.dict import DictDefault
 
-    from axolotl_sealong.plugin import _read_questions
+    from axolotl_sealong.integrations.axolotl.plugin import _read_questions
 
     return _read_questions(DictDefault(recipe))
 
 
 def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    from axolotl_sealong.pipeline import write_jsonl
+    from axolotl_sealong.core.pipeline import write_jsonl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(path, rows)
@@ -694,8 +694,8 @@ class Iteration:
         resume_hint: str = "the same command",
         seed: int = 0,
     ) -> None:
-        from axolotl_sealong.embedded import resolve_model
-        from axolotl_sealong.plugin import training_mode
+        from axolotl_sealong.core.embedded import resolve_model
+        from axolotl_sealong.integrations.axolotl.plugin import training_mode
 
         self.recipe = recipe
         self.out = out
@@ -785,7 +785,7 @@ class Iteration:
 
     def round_config(self, r: int, **over: Any) -> dict[str, Any]:
         """The recipe as round r runs it (sampling and training models, data)."""
-        from axolotl_sealong.args import self_label_entries
+        from axolotl_sealong.integrations.axolotl.args import self_label_entries
 
         cfg = dict(self.recipe)
         prev = self.model_of(r - 1)
@@ -817,7 +817,7 @@ class Iteration:
 
     @property
     def row_type(self) -> str:
-        from axolotl_sealong.plugin import ROW_TYPE
+        from axolotl_sealong.integrations.axolotl.plugin import ROW_TYPE
 
         return ROW_TYPE[self.mode]
 
@@ -846,7 +846,7 @@ class Iteration:
 
     def guard(self, r: int) -> dict[str, Any]:
         """Diversity guard: probe the round's first questions, raise T if they agree."""
-        from axolotl_sealong.config import LabelConfig
+        from axolotl_sealong.core.config import LabelConfig
 
         start = float(
             self.recipe.get("sealong_temperature") or LabelConfig().temperature
@@ -862,9 +862,12 @@ class Iteration:
         """Label the round's first questions at ``temperature``; their signals."""
         from axolotl.utils.dict import DictDefault
 
-        from axolotl_sealong.diagnostics import label_free_signals
-        from axolotl_sealong.pipeline import label, read_rows
-        from axolotl_sealong.plugin import _read_questions, label_settings
+        from axolotl_sealong.core.diagnostics import label_free_signals
+        from axolotl_sealong.core.pipeline import label, read_rows
+        from axolotl_sealong.integrations.axolotl.plugin import (
+            _read_questions,
+            label_settings,
+        )
 
         cfg = DictDefault(self.round_config(r, sealong_temperature=temperature))
         label_cfg = label_settings(cfg).model_copy(

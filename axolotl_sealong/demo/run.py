@@ -6,7 +6,7 @@ Stages, each a real user command where one exists:
 2. ``data``: synthetic train questions and a held-out eval split with
    disjoint entity names (``sealong data synth``).
 3. ``eval_0``: lm-eval ``sealong_synth`` on the model before training.
-4. the rounds, run by ``sealong iterate``'s loop (:mod:`axolotl_sealong.iterate`)
+4. the rounds, run by ``sealong iterate``'s loop (:mod:`axolotl_sealong.demo.iterate`)
    on the shipped CPU recipe: per round ``r`` ``label_r`` (``axolotl
    preprocess``: the plugin samples N outputs per question and MBR-labels
    them), ``train_r`` (``axolotl train``, ORPO + LoRA; the plugin reuses the
@@ -32,8 +32,8 @@ from typing import Any, cast
 
 import yaml
 
-from axolotl_sealong import demo_report, iterate
-from axolotl_sealong.iterate import Stages
+from axolotl_sealong.demo import iterate, report as demo_report
+from axolotl_sealong.demo.iterate import Stages
 
 __all__ = ["DemoSettings", "Stages", "run_demo"]
 
@@ -41,7 +41,7 @@ LOG = logging.getLogger(__name__)
 
 RECIPE = "smollm2_135m_orpo_cpu"
 STATE_FILE = "state.json"
-TASK = "sealong_synth"
+TASK = iterate.DEMO_TASK
 DTYPES = ("auto", "float32", "bfloat16")
 
 
@@ -74,8 +74,8 @@ class DemoSettings:
 
     def check(self) -> None:
         """Bad settings fail here, before the model is converted or run."""
+        from axolotl_sealong.core.prompts import instruction
         from axolotl_sealong.data.synth import parse_hops
-        from axolotl_sealong.prompts import instruction
 
         self._check_numbers()
         if self.eval_split not in ("eval", "dev"):
@@ -163,7 +163,7 @@ def resolve_dtype(name: str) -> str:
 
     if torch.cuda.is_available():
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    from axolotl_sealong.sampling import cpu_has_native_bf16
+    from axolotl_sealong.sampling.base import cpu_has_native_bf16
 
     return "bfloat16" if cpu_has_native_bf16() else "float32"
 
@@ -217,7 +217,7 @@ def build_data(out: Path, s: DemoSettings, model: Path) -> dict[str, Any]:
 
 
 def recipe_config() -> dict[str, Any]:
-    from axolotl_sealong.recipe_catalog import recipes_dir
+    from axolotl_sealong.integrations.axolotl.recipe_catalog import recipes_dir
 
     return cast(
         dict[str, Any], yaml.safe_load((recipes_dir() / f"{RECIPE}.yml").read_text())
@@ -272,7 +272,7 @@ class TrainPool:
     """
 
     def __init__(self, s: DemoSettings, model: Path, eval_path: Path) -> None:
-        from axolotl_sealong.pipeline import read_rows
+        from axolotl_sealong.core.pipeline import read_rows
 
         self.s, self.model = s, model
         self.rows: list[dict[str, Any]] = []
@@ -328,7 +328,7 @@ def run_demo(
     command: str = "sealong demo",
 ) -> dict[str, Any]:
     """Run (or resume) every stage and write the report; returns report.json's dict."""
-    from axolotl_sealong.embedded import smollm2_dir
+    from axolotl_sealong.core.embedded import smollm2_dir
 
     settings.check()
     if policy is DEMO_POLICY:  # fresh questions: --num-train of them per round

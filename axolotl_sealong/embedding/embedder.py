@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from axolotl_sealong.embedded import EMBEDDED_EMBEDDER, check_model_source
+from axolotl_sealong.core.embedded import EMBEDDED_EMBEDDER, check_model_source
 
 LOG = logging.getLogger(__name__)
 

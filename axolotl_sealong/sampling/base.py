@@ -1,12 +1,9 @@
-"""The ``Sampler`` interface and the choice of engine.
+"""The ``Sampler`` interface that every engine implements, and its helpers.
 
 An engine turns chat prompts into N sampled outputs each. It yields every
 question as soon as its samples exist, so the pipeline can append them to the
-cache and a killed run loses only the questions in flight. Engines:
-``sampling_hf`` (transformers in process, shared-prefix decoding),
-``sampling_vllm`` (vLLM in process), ``sampling_openai`` (OpenAI-compatible
-servers) and ``sampling_server`` (a ``vllm serve`` started and stopped here,
-sampled through the openai engine). Each is imported only when chosen.
+cache and a killed run loses only the questions in flight. Engines import this
+module and nothing of ``factory`` (which imports them), so there is no circle.
 """
 
 from __future__ import annotations
@@ -105,8 +102,6 @@ def cpu_has_native_bf16() -> bool:
     )
 
 
-ENGINES = ("auto", "hf", "vllm", "openai", "vllm_server")
-
 # What torchrun / accelerate / deepspeed / mpirun set for a rank. vLLM started
 # under them would join the trainer's process group instead of making its own.
 LAUNCHER_VARS = (
@@ -132,153 +127,6 @@ def vllm_importable() -> bool:
     return importlib.util.find_spec("vllm") is not None
 
 
-def resolve_engine(name: str) -> str:
-    """``auto``: vllm when it imports and a GPU is present, else hf."""
-    if name not in ENGINES:
-        raise ValueError(f"unknown sampler {name!r}: use one of {', '.join(ENGINES)}")
-    if name != "auto":
-        return name
-    import torch
-
-    if torch.cuda.is_available() and vllm_importable():
-        return "vllm"
-    return "hf"
-
-
-def make_sampler(
-    name: str,
-    model: str,
-    *,
-    revision: str | None = None,
-    adapter: str | None = None,
-    dtype: str = "auto",
-    device: str | None = None,
-    max_model_len: int | None = None,
-    **options: Any,
-) -> Sampler:
-    """Open an engine; ``options`` are that engine's own constructor arguments."""
-    engine = resolve_engine(name)
-    LOG.info("sampling engine: %s%s", engine, " (auto)" if name == "auto" else "")
-    if engine == "hf":
-        from axolotl_sealong.sampling_hf import HFSampler
-
-        return HFSampler(
-            model,
-            revision=revision,
-            adapter=adapter,
-            dtype=dtype,
-            device=device,
-            max_model_len=max_model_len,
-            **options,
-        )
-    if engine == "vllm":
-        from axolotl_sealong.sampling_vllm import VLLMSampler
-
-        if device not in (None, "cuda", "cpu"):
-            raise ValueError(f"the vllm engine places the model itself; got {device}")
-        return VLLMSampler(
-            model,
-            revision=revision,
-            adapter=adapter,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            **options,
-        )
-    if engine == "vllm_server":
-        from axolotl_sealong.sampling_server import VLLMServerSampler
-
-        if device not in (None, "cuda", "cpu"):
-            raise ValueError(f"the vllm server places the model itself; got {device}")
-        return VLLMServerSampler(
-            model,
-            revision=revision,
-            adapter=adapter,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            **options,
-        )
-    from axolotl_sealong.sampling_openai import OpenAISampler
-
-    if adapter:
-        raise ValueError(
-            "the openai engine samples whatever the server serves: serve the "
-            "adapter there (vllm serve --enable-lora --lora-modules name=PATH) and "
-            "set openai_model to its name, instead of setting adapter"
-        )
-    return OpenAISampler(
-        model, revision=revision, max_model_len=max_model_len, **options
-    )
-
-
-def sampler_from_config(cfg: Any, log_dir: Any = None) -> Sampler:
-    """The engine a ``LabelConfig`` asks for, with that engine's settings only.
-
-    ``log_dir``: where a managed server (``vllm_server``) writes its log.
-    """
-    engine = resolve_engine(cfg.sampler)
-    options: dict[str, Any] = {}
-    vllm_options = {
-        "tensor_parallel_size": cfg.vllm_tensor_parallel_size,
-        "gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
-        "enforce_eager": cfg.vllm_enforce_eager,
-        "enable_prefix_caching": cfg.vllm_enable_prefix_caching,
-        "max_num_seqs": cfg.vllm_max_num_seqs,
-        "seed": cfg.seed,
-    }
-    client_options = {
-        "concurrency": cfg.openai_concurrency,
-        "timeout": cfg.openai_timeout,
-        "retries": cfg.openai_retries,
-        "backoff": cfg.openai_backoff,
-    }
-    if engine == "hf":
-        options = {
-            "method": cfg.hf_method,
-            "batch_questions": cfg.hf_batch_questions,
-            "kv_cache_dtype": cfg.hf_kv_cache_dtype,
-            "packed_linear": cfg.hf_packed_linear,
-        }
-    elif engine == "vllm":
-        options = vllm_options
-    elif engine == "vllm_server":
-        options = {
-            **vllm_options,
-            **client_options,
-            "python": cfg.vllm_server_python,
-            "server_args_extra": cfg.vllm_server_args,
-            "port": cfg.vllm_server_port,
-            "start_timeout": cfg.vllm_server_start_timeout,
-            "log_dir": log_dir,
-        }
-    elif engine == "openai":
-        options = {
-            **client_options,
-            "base_urls": cfg.openai_base_urls,
-            "served_model": cfg.openai_model,
-            "api": cfg.openai_api,
-            "api_key": cfg.openai_api_key,
-        }
-    return make_sampler(
-        engine,
-        cfg.model,
-        revision=cfg.model_revision,
-        adapter=cfg.adapter,
-        dtype=cfg.dtype,
-        device=cfg.device,
-        max_model_len=cfg.max_model_len,
-        **options,
-    )
-
-
-def __getattr__(name: str) -> Any:
-    """``HFSampler`` lives in sampling_hf; keep the old import path working."""
-    if name == "HFSampler":
-        from axolotl_sealong.sampling_hf import HFSampler
-
-        return HFSampler
-    raise AttributeError(name)
-
-
 def model_max_positions(model: str, revision: str | None = None) -> int | None:
     """The model's context limit from its config (no weights); None if unknown.
 
@@ -286,7 +134,7 @@ def model_max_positions(model: str, revision: str | None = None) -> int | None:
     """
     from transformers import AutoConfig
 
-    from axolotl_sealong.embedded import resolve_model
+    from axolotl_sealong.core.embedded import resolve_model
 
     try:
         config = AutoConfig.from_pretrained(resolve_model(model), revision=revision)

@@ -31,8 +31,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from axolotl_sealong.embedded import resolve_model
-from axolotl_sealong.sampling import (
+from axolotl_sealong.core.embedded import resolve_model
+from axolotl_sealong.sampling.base import (
     SampleRequest,
     SamplingParams,
     chat_token_ids,

@@ -26,9 +26,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from axolotl_sealong.config import split_urls
-from axolotl_sealong.embedded import resolve_model
-from axolotl_sealong.sampling import SampleRequest, SamplingParams, chat_token_ids
+from axolotl_sealong.core.config import split_urls
+from axolotl_sealong.core.embedded import resolve_model
+from axolotl_sealong.sampling.base import SampleRequest, SamplingParams, chat_token_ids
 
 LOG = logging.getLogger(__name__)
 

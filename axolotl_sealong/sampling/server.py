@@ -37,13 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from axolotl_sealong.embedded import resolve_model
-from axolotl_sealong.sampling import (
+from axolotl_sealong.core.embedded import resolve_model
+from axolotl_sealong.sampling.base import (
     LAUNCHER_VARS,
     SampleRequest,
     SamplingParams,
     model_max_positions,
     vllm_importable,
+)
+from axolotl_sealong.sampling.server_args import (
+    parse_server_args,
+    setting_name,
 )
 
 LOG = logging.getLogger(__name__)
@@ -56,9 +60,6 @@ PYTHON_ENV = "SEALONG_VLLM_PYTHON"
 LOCAL_VENV_PYTHON = Path(".venv-vllm") / "bin" / "python"
 # vLLM's --max-lora-rank accepts these values only
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-# Flags this engine sets itself: a second copy in vllm_server_args would
-# break it (another port or model name than the one the client talks to).
-MANAGED_FLAGS = ("--host", "--port", "--model", "--served-model-name", "--lora-modules")
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 TAIL_LINES = 12
 
@@ -97,11 +98,6 @@ _PROBE = (
 )
 
 
-def _setting(name: str) -> str:
-    """How errors name a setting: its YAML key and its CLI flag."""
-    return f"sealong_{name} (--{name.replace('_', '-')})"
-
-
 class ServerFailed(RuntimeError):
     """The server exited or never became ready; the message quotes its log."""
 
@@ -123,7 +119,7 @@ def resolve_server_python(
     """
     environ = os.environ if environ is None else environ
     if setting:
-        return _interpreter(setting, _setting("vllm_server_python"))
+        return _interpreter(setting, setting_name("vllm_server_python"))
     if vllm_importable():
         return sys.executable
     if environ.get(PYTHON_ENV):
@@ -200,7 +196,7 @@ def server_environ(
 
 def probe_server_env(python: str, env: Mapping[str, str]) -> ServerEnv:
     """Ask the interpreter what it has; an error if it has no vLLM."""
-    field = f"{_setting('vllm_server_python')} = {python!r}"
+    field = f"{setting_name('vllm_server_python')} = {python!r}"
     try:
         done = subprocess.run(
             [python, "-c", _PROBE],
@@ -233,31 +229,10 @@ def probe_server_env(python: str, env: Mapping[str, str]) -> ServerEnv:
 # -- the command line -------------------------------------------------------------
 
 
-def parse_server_args(value: str | None, named: bool = True) -> list[str]:
-    """``vllm_server_args`` as a list; refuses the flags this engine manages.
-
-    ``named=False``: the message without the setting's name (pydantic adds it).
-    """
-    field = f"{_setting('vllm_server_args')} = {value!r}: " if named else ""
-    try:
-        args = shlex.split(value or "")
-    except ValueError as err:
-        raise ValueError(f"{field}cannot split it: {err}") from None
-    for arg in args:
-        flag = arg.split("=", 1)[0]
-        if flag in MANAGED_FLAGS:
-            raise ValueError(
-                f"{field}{flag} is set by the vllm_server engine itself; remove "
-                "it (the port is sealong_vllm_server_port, the model "
-                "sealong_model, the adapter sealong_adapter)"
-            )
-    return args
-
-
 def lora_rank(adapter: str) -> int:
     """The smallest ``--max-lora-rank`` vLLM accepts that holds the adapter."""
     config = Path(adapter) / "adapter_config.json"
-    field = f"{_setting('adapter')} = {adapter!r}"
+    field = f"{setting_name('adapter')} = {adapter!r}"
     if not config.is_file():
         raise ValueError(
             f"{field}: no adapter_config.json there: give the folder of "
@@ -351,7 +326,7 @@ def check_port_free(port: int) -> None:
             sock.bind(("127.0.0.1", port))
         except OSError as err:
             raise ValueError(
-                f"{_setting('vllm_server_port')} = {port}: port {port} on "
+                f"{setting_name('vllm_server_port')} = {port}: port {port} on "
                 f"127.0.0.1 is in use ({err.strerror}): stop what listens there, "
                 "choose another port, or leave the setting unset to get a free one"
             ) from None
@@ -743,7 +718,7 @@ class VLLMServerSampler:
         backoff: float = 2.0,
         gpu_query: GpuQuery = nvidia_smi_query,
     ) -> None:
-        from axolotl_sealong.sampling_openai import OpenAISampler
+        from axolotl_sealong.sampling.openai import OpenAISampler
 
         # everything that can be wrong is checked before the server starts
         extra = parse_server_args(server_args_extra)

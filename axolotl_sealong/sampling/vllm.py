@@ -23,8 +23,8 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from axolotl_sealong.embedded import resolve_model
-from axolotl_sealong.sampling import (
+from axolotl_sealong.core.embedded import resolve_model
+from axolotl_sealong.sampling.base import (
     LAUNCHER_VARS,
     SampleRequest,
     SamplingParams,

@@ -1,6 +1,6 @@
 """Plugin settings merged into Axolotl's config schema (``get_input_args``).
 
-Every self-labeling setting of :class:`~axolotl_sealong.config.LabelConfig` is a
+Every self-labeling setting of :class:`~axolotl_sealong.core.config.LabelConfig` is a
 flat top-level key with the ``sealong_`` prefix (Axolotl drops unknown keys and
 keys inside ``datasets:`` entries, so they cannot live there). The fields are
 generated from ``LabelConfig`` so names, descriptions and checks never drift;
@@ -13,7 +13,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
-from axolotl_sealong.config import YAML_PREFIX, LabelConfig, describe_validation_error
+from axolotl_sealong.core.config import (
+    YAML_PREFIX,
+    LabelConfig,
+    describe_validation_error,
+)
 
 STRATEGY = "axolotl_sealong.self_label"
 RL_FOR_MODE = {"orpo": "orpo", "dpo": "dpo", "sft": None}

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from axolotl_sealong.config import LabelConfig
+    from axolotl_sealong.core.config import LabelConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def merge_in_order(parts: Sequence[Path], out: Path, order: Sequence[str]) -> No
     """
     from collections import defaultdict, deque
 
-    from axolotl_sealong.pipeline import (
+    from axolotl_sealong.core.pipeline import (
         PREFERENCE_FILE,
         SCORED_FILE,
         SFT_FILE,
@@ -208,8 +208,8 @@ def merge_label_dirs(
     (question keys; see ``merge_in_order``). ``diagnostics.json``, written
     last, sums the counts and recomputes the SubEM table over all questions.
     """
-    from axolotl_sealong.diagnostics import subem_diagnostics
-    from axolotl_sealong.pipeline import (
+    from axolotl_sealong.core.diagnostics import subem_diagnostics
+    from axolotl_sealong.core.pipeline import (
         DIAGNOSTICS_FILE,
         PREFERENCE_FILE,
         SCORED_FILE,

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from axolotl.integrations.base import BasePlugin
 
-from axolotl_sealong.args import self_label_entries
+from axolotl_sealong.integrations.axolotl.args import self_label_entries
 
 if TYPE_CHECKING:
-    from axolotl_sealong.config import LabelConfig
-    from axolotl_sealong.distributed import RankInfo
+    from axolotl_sealong.core.config import LabelConfig
+    from axolotl_sealong.integrations.axolotl.distributed import RankInfo
 
 LOG = logging.getLogger("axolotl_sealong")
 
@@ -37,14 +37,14 @@ class SeaLongPlugin(BasePlugin):
     """SEALONG self-labeling (sample N, MBR-score, chosen/rejected) before training."""
 
     def get_input_args(self) -> str:
-        return "axolotl_sealong.args.SeaLongArgs"
+        return "axolotl_sealong.integrations.axolotl.args.SeaLongArgs"
 
     def register(self, cfg: Any) -> None:
         # Runs on the raw YAML before validation: let recipes name the embedded
         # model instead of a machine-specific path.
         import os
 
-        from axolotl_sealong.embedded import resolve_model
+        from axolotl_sealong.core.embedded import resolve_model
 
         # Axolotl shows axolotl* records at AXOLOTL_LOG_LEVEL, but ours inherit
         # the root's WARNING: without this the counts, skips and cache hits of
@@ -61,7 +61,7 @@ class SeaLongPlugin(BasePlugin):
     def post_trainer_create(self, cfg: Any, trainer: Any) -> None:
         # The paper's ORPO: NLL over the response only (see axolotl_sealong.orpo).
         if training_mode(cfg) == "orpo" and cfg.get("sealong_orpo_nll") != "full":
-            from axolotl_sealong.orpo import use_response_nll
+            from axolotl_sealong.integrations.axolotl.orpo import use_response_nll
 
             use_response_nll(trainer)
             LOG.info("sealong: ORPO NLL term over response tokens only (the paper's)")
@@ -100,7 +100,7 @@ def hide_secrets(cfg: Any) -> None:
     """
     import secrets
 
-    from axolotl_sealong.config import SECRET_FIELDS, YAML_PREFIX
+    from axolotl_sealong.core.config import SECRET_FIELDS, YAML_PREFIX
 
     for name in SECRET_FIELDS:
         key = YAML_PREFIX + name
@@ -113,7 +113,7 @@ def hide_secrets(cfg: Any) -> None:
 
 def _reveal(cfg: Any) -> Any:
     """The config with hidden secrets put back (for LabelConfig only)."""
-    from axolotl_sealong.config import SECRET_FIELDS, YAML_PREFIX
+    from axolotl_sealong.core.config import SECRET_FIELDS, YAML_PREFIX
 
     keys = [YAML_PREFIX + name for name in SECRET_FIELDS]
     tokens = {k: cfg.get(k) for k in keys if str(cfg.get(k)).startswith(_TOKEN)}
@@ -137,14 +137,14 @@ def training_mode(cfg: Any) -> str:
 
 def _read_questions(cfg: Any) -> list[dict[str, Any]]:
     """Rows of every self-label entry (``recipe.read_questions``, as the CLI)."""
-    from axolotl_sealong.recipe import read_questions
+    from axolotl_sealong.integrations.axolotl.recipe import read_questions
 
     return read_questions(cfg)
 
 
 def label_settings(cfg: Any) -> Any:
     """LabelConfig of the recipe (``recipe.label_config``, as the CLI reads it)."""
-    from axolotl_sealong.recipe import label_config
+    from axolotl_sealong.integrations.axolotl.recipe import label_config
 
     return label_config(_reveal(cfg))
 
@@ -219,13 +219,13 @@ def label_shards(
     """
     from functools import partial
 
-    from axolotl_sealong.distributed import (
+    from axolotl_sealong.core.pipeline import label
+    from axolotl_sealong.integrations.axolotl.distributed import (
         label_on_ranks,
         merge_label_dirs,
         rank_settings,
         shard,
     )
-    from axolotl_sealong.pipeline import label
 
     rows = rows[: len(keys)]  # max_questions caps the whole run, not each shard
 
@@ -268,7 +268,11 @@ def labels_key(label_cfg: LabelConfig, question_keys: list[str]) -> str:
     part of it either (training must not need the labeling server): a reused
     folder is checked against it instead (``check_reused_labels``).
     """
-    from axolotl_sealong.cache import model_fingerprint, path_fingerprint, stable_hash
+    from axolotl_sealong.core.cache import (
+        model_fingerprint,
+        path_fingerprint,
+        stable_hash,
+    )
 
     return stable_hash(
         [
@@ -292,7 +296,7 @@ def check_reused_labels(label_cfg: LabelConfig, diagnostics: dict[str, Any]) -> 
     recorded = diagnostics.get("served_model")
     if label_cfg.sampler != "openai" or label_cfg.openai_model or not recorded:
         return
-    from axolotl_sealong.pipeline import served_model
+    from axolotl_sealong.core.pipeline import served_model
 
     try:
         current = served_model(label_cfg)
@@ -323,10 +327,17 @@ def load_self_labeled(cfg: Any) -> Any:
     """
     from filelock import FileLock
 
-    from axolotl_sealong.diagnostics import format_table
-    from axolotl_sealong.distributed import rank_info, sampling_role
-    from axolotl_sealong.pipeline import DIAGNOSTICS_FILE, label, questions_from_rows
-    from axolotl_sealong.sampling import resolve_engine
+    from axolotl_sealong.core.diagnostics import format_table
+    from axolotl_sealong.core.pipeline import (
+        DIAGNOSTICS_FILE,
+        label,
+        questions_from_rows,
+    )
+    from axolotl_sealong.integrations.axolotl.distributed import (
+        rank_info,
+        sampling_role,
+    )
+    from axolotl_sealong.sampling.factory import resolve_engine
 
     mode = training_mode(cfg)
     label_cfg = label_settings(cfg)

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from axolotl_sealong.args import STRATEGY, self_label_entries
-from axolotl_sealong.config import LabelConfig
+from axolotl_sealong.core.config import LabelConfig
+from axolotl_sealong.integrations.axolotl.args import STRATEGY, self_label_entries
 
 LOG = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def label_config(cfg: Mapping[str, Any]) -> LabelConfig:
     limit), so labeled rows fit the trainer by construction; the overlong
     policy (skip or truncate_middle) applies to the rest.
     """
-    from axolotl_sealong.sampling import model_max_positions
+    from axolotl_sealong.sampling.base import model_max_positions
 
     label_cfg = LabelConfig.from_yaml_dict(dict(cfg))
     seq = cfg.get("sequence_len")

@@ -13,7 +13,7 @@ def recipes_dir() -> Path:
     # Not importlib.resources: the recipes folder has no __init__.py, so in a
     # wheel it is a namespace package whose files() is a MultiplexedPath, and
     # str() of that is not a path.
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[2]  # axolotl_sealong/
     path = here / "recipes"
     if not path.is_dir():
         path = here.parent / "recipes"

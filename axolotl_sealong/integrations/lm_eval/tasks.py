@@ -32,8 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from axolotl_sealong.metrics import extract_final_answer, sub_em
-from axolotl_sealong.prompts import (
+from axolotl_sealong.core.metrics import extract_final_answer, sub_em
+from axolotl_sealong.core.prompts import (
     build_user_prompt,
     fit_prompt,
     instruction,
@@ -69,7 +69,7 @@ _TASKS_SUBDIR = Path("lm_eval") / "tasks" / "longbench_sealong"
 # Where the task YAMLs are
 # --------------------------------------------------------------------------- #
 def _task_dir_candidates() -> list[Path]:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[3]  # above axolotl_sealong/
     return [
         root / "lm_eval_tasks" / _TASKS_SUBDIR,  # source checkout / editable
         root / _TASKS_SUBDIR,  # wheel: same site-packages as axolotl_sealong
@@ -110,6 +110,23 @@ def found_by_default() -> bool:
 # --------------------------------------------------------------------------- #
 # Reading and checking rows
 # --------------------------------------------------------------------------- #
+def lm_eval_argv(args: list[str]) -> list[str]:
+    """The lm-eval command line: ``args`` plus ``--include_path`` when needed."""
+    if not args or args[0] in ("-h", "--help"):
+        return args
+    if any(a == "--include_path" or a.startswith("--include_path=") for a in args):
+        if not found_by_default():
+            LOG.warning(
+                "--include_path is set, so %s is not added: lm-eval takes one "
+                "include path, and the sealong tasks are not in its own tree",
+                task_dir(),
+            )
+        return args
+    if found_by_default():
+        return args
+    return [*args, "--include_path", str(task_dir())]
+
+
 def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """``(file:line, row)`` pairs from the package's one row reader; no rows is
     an error."""
@@ -515,7 +532,7 @@ def synth_path(metadata: Mapping[str, Any]) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"{path} (from {origin}): no such file")
         return path
-    from axolotl_sealong.embedded import cache_root
+    from axolotl_sealong.core.embedded import cache_root
 
     path = cache_root() / "synth" / "eval.jsonl"
     if not path.is_file():
