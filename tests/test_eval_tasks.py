@@ -8,7 +8,14 @@ from typing import Any
 
 import pytest
 import yaml
-from eval_support import GEN_KWARGS, GROUP_TASKS, LONGBENCH_DIR, SYNTH_FILE, read_rows
+from eval_support import (
+    GEN_KWARGS,
+    GROUP_TASKS,
+    LONGBENCH_DIR,
+    SYNTH_FILE,
+    multihop_to_longbench,
+    read_rows,
+)
 
 from axolotl_sealong.core.prompts import INSTRUCTIONS, build_user_prompt
 from axolotl_sealong.integrations.lm_eval import tasks as eval_tasks
@@ -366,7 +373,7 @@ def test_multihop_to_longbench_shapes() -> None:
         "answer": "A",
         "context": [["T1", ["One.", " Two."]], ["T2", ["Three."]]],
     }
-    assert eval_tasks.multihop_to_longbench(hotpot) == {
+    assert multihop_to_longbench(hotpot) == {
         "_id": "h1",
         "input": "Q?",
         "context": "Passage 1:\nT1\nOne. Two.\nPassage 2:\nT2\nThree.\n",
@@ -380,10 +387,10 @@ def test_multihop_to_longbench_shapes() -> None:
         "answer_aliases": ["B"],
         "paragraphs": [{"title": "T", "paragraph_text": "P."}],
     }
-    row = eval_tasks.multihop_to_longbench(musique)
+    row = multihop_to_longbench(musique)
     assert row["answers"] == ["A", "B"] and row["context"] == "Passage 1:\nT\nP.\n"
     with pytest.raises(ValueError, match="expected a HotpotQA"):
-        eval_tasks.multihop_to_longbench({"question": "q"})
+        multihop_to_longbench({"question": "q"})
 
 
 def test_sealong_eval_argv(monkeypatch: pytest.MonkeyPatch) -> None:

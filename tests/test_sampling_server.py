@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from openai_fake import Behaviour, FakeServer
-from proc_support import alive
+from proc_support import alive, port_open
 
 from axolotl_sealong.core.config import LabelConfig
 from axolotl_sealong.sampling import server as ss
@@ -251,12 +251,12 @@ def test_ready_then_stop_leaves_no_process_and_no_port(tmp_path):
     server = _fake(tmp_path, "ok")
     server.start()
     pid, child = _pids(server.log_path)
-    assert server.failure() is None and ss.port_open(server.port)
+    assert server.failure() is None and port_open(server.port)
     state = json.loads((tmp_path / "labels" / ss.STATE_FILE).read_text())
     assert state["state"] == "ready" and state["port"] == server.port
     server.stop()
     assert not alive(pid) and not alive(child)
-    assert not ss.port_open(server.port)
+    assert not port_open(server.port)
     state = json.loads((tmp_path / "labels" / ss.STATE_FILE).read_text())
     assert state["state"] == "stopped" and child in state["pids"]
     assert "sealong starts" in server.log_path.read_text()

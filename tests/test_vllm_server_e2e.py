@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from proc_support import alive, process_group
+from proc_support import alive, port_open, process_group
 from test_plugin_e2e import _recipe
 
 from axolotl_sealong.core.config import LabelConfig
@@ -82,7 +82,7 @@ def _assert_gone(folder: Path) -> None:
     assert len(state["pids"]) >= 2  # the API server and vLLM's engine core
     assert not [p for p in state["pids"] if alive(p)]
     assert not process_group(state["pid"])
-    assert not ss.port_open(state["port"])
+    assert not port_open(state["port"])
 
 
 def _samples(tmp_path: Path) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 HELP = "run lm-eval with the longbench_sealong / sealong_synth tasks included"
 
 

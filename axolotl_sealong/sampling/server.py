@@ -332,13 +332,6 @@ def check_port_free(port: int) -> None:
             ) from None
 
 
-def port_open(port: int) -> bool:
-    """Whether anything accepts connections on 127.0.0.1:port."""
-    with socket.socket() as sock:
-        sock.settimeout(1.0)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 GpuQuery = Callable[[], "tuple[set[int], list[int]] | None"]
 
 

@@ -18,10 +18,10 @@ question. The policy, by engine:
   (``merge_label_dirs(..., order=keys)``) the merged files are those one
   process writes from the same samples.
 
-The plugin (``plugin.load_self_labeled``) uses ``label_on_ranks`` for ``hf``
-under a multi-rank launch; for ``vllm``, ``vllm_server`` and ``openai`` its
-file lock already gives the ``leader`` policy (the first rank to take it
-labels, the others wait for it and then read the rows).
+The plugin (``plugin.load_self_labeled``) asks ``sampling_role``: for
+``shard`` (``hf`` under a multi-rank launch) it calls ``label_on_ranks``; for
+``leader`` (``vllm``, ``vllm_server``, ``openai``) its file lock is the policy
+(the first rank to take it labels, the others wait for it and read the rows).
 
 Ranks find each other through files in ``out_dir`` (no ``torch.distributed``
 needed), so ``out_dir`` must be on a filesystem all ranks see (on one node it
@@ -136,17 +136,6 @@ def wait_done(
         time.sleep(poll)
 
 
-def merge_outputs(parts: Sequence[Path], out: Path, files: Sequence[str]) -> None:
-    """Concatenate each shard's jsonl files into ``out`` (rank order)."""
-    from axolotl_sealong.data.io import write_jsonl
-
-    out.mkdir(parents=True, exist_ok=True)
-    for name in files:
-        write_jsonl(
-            out / name, [row for part in parts for row in _read_jsonl(part / name)]
-        )
-
-
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """A shard's rows (none when the shard wrote no such file)."""
     from axolotl_sealong.data.io import read_rows
@@ -199,27 +188,20 @@ def merge_in_order(parts: Sequence[Path], out: Path, order: Sequence[str]) -> No
     write_jsonl(out / SCORED_FILE, [m[1] for m in merged])
 
 
-def merge_label_dirs(
-    parts: Sequence[Path], out: Path, order: Sequence[str] | None = None
-) -> None:
+def merge_label_dirs(parts: Sequence[Path], out: Path, order: Sequence[str]) -> None:
     """Shards of ``pipeline.label`` -> one folder, as if labeled in one run.
 
-    Rows are concatenated in rank order, or put in the order of ``order``
-    (question keys; see ``merge_in_order``). ``diagnostics.json``, written
-    last, sums the counts and recomputes the SubEM table over all questions.
+    Rows are put in the order of ``order`` (question keys; see
+    ``merge_in_order``). ``diagnostics.json``, written last, sums the counts
+    and recomputes the SubEM table over all questions.
     """
     from axolotl_sealong.core.diagnostics import subem_diagnostics
     from axolotl_sealong.core.pipeline import (
         DIAGNOSTICS_FILE,
-        PREFERENCE_FILE,
         SCORED_FILE,
-        SFT_FILE,
     )
 
-    if order is None:
-        merge_outputs(parts, out, [SFT_FILE, PREFERENCE_FILE, SCORED_FILE])
-    else:
-        merge_in_order(parts, out, order)
+    merge_in_order(parts, out, order)
     counts: dict[str, int] = {}
     seconds: dict[str, float] = {}
     for part in parts:
@@ -243,20 +225,18 @@ def merge_label_dirs(
 
 
 def label_on_ranks(
-    engine: str,
     out_dir: Path,
-    run: Callable[[RankInfo, Path, str], Any],
-    merge: Callable[[Sequence[Path], Path], None] = merge_label_dirs,
+    run: Callable[[RankInfo, Path], Any],
+    merge: Callable[[Sequence[Path], Path], None],
     info: RankInfo | None = None,
     timeout: float = 7 * 24 * 3600,
 ) -> Path:
-    """Run ``run(info, out, role)`` per the policy above; returns the merged folder.
+    """The ``shard`` policy: each rank labels its shard, rank 0 merges them.
 
-    ``run`` labels the rows meant for this rank (all of them for ``all`` and
-    ``leader``; ``shard(rows, info)`` for ``shard``) into ``out``; for ``shard``
-    it should also sample on ``cuda:{info.local_rank}``. A shard goes to
-    ``out_dir/rank{r}of{world}``; ``merge`` joins the shards (default:
-    ``merge_label_dirs``, for ``pipeline.label``'s files). Every rank returns
+    ``run(info, part)`` labels ``shard(rows, info)`` into ``part`` (and should
+    sample on ``cuda:{info.local_rank}``); ``part`` is
+    ``out_dir/rank{r}of{world}``. ``merge`` joins the shards into ``out_dir``
+    (``merge_label_dirs`` for ``pipeline.label``'s files). Every rank returns
     only when ``out_dir`` holds the complete result. The markers make a rerun
     wait again: the pipeline's cache makes that rerun cheap. A shard marker
     left in ``out_dir`` by an interrupted launch of the same world size may be
@@ -264,24 +244,10 @@ def label_on_ranks(
     that rank would read back from its cache.
     """
     info = info or rank_info()
-    role = sampling_role(engine, info)
     out_dir = Path(out_dir)
-    if role == "all":
-        run(info, out_dir, role)
-        return out_dir
     marker = out_dir / DONE
     if info.is_main and marker.exists():
         marker.unlink()  # a fresh run: the others must wait for this one
-    if role == "leader":
-        if info.is_main:
-            LOG.info("rank 0 samples for all %d ranks (%s)", info.world_size, engine)
-            run(info, out_dir, role)
-            mark_done(out_dir, {"ranks": info.world_size})
-        else:
-            LOG.info("rank %d waits for rank 0 to finish sampling", info.rank)
-            time.sleep(1.0)  # let rank 0 remove a stale marker first
-            wait_done([out_dir], timeout)
-        return out_dir
     # the world size is in the name: a shard left by a launch with another world
     # size covers other questions and must not be merged
     parts = [
@@ -291,7 +257,7 @@ def label_on_ranks(
     if (mine / DONE).exists():
         (mine / DONE).unlink()
     LOG.info("rank %d samples its shard of 1/%d", info.rank, info.world_size)
-    run(info, mine, role)
+    run(info, mine)
     mark_done(mine)
     if info.is_main:
         wait_done(parts, timeout)

@@ -229,7 +229,7 @@ def label_shards(
 
     rows = rows[: len(keys)]  # max_questions caps the whole run, not each shard
 
-    def run(info: RankInfo, part: Path, role: str) -> None:
+    def run(info: RankInfo, part: Path) -> None:
         mine = shard(rows, info)
         LOG.info(
             "sealong: rank %d of %d self-labeling its shard, %d of %d question(s), "
@@ -243,7 +243,7 @@ def label_shards(
         label(rank_settings(label_cfg, info), mine, part, allow_empty=True)
 
     merge = partial(merge_label_dirs, order=keys)
-    label_on_ranks("hf", out, run, merge=merge, info=info)
+    label_on_ranks(out, run, merge=merge, info=info)
 
 
 def _release_cuda_cache() -> None:
