@@ -1,7 +1,7 @@
 """What the cache keys hold: never a secret, always the weights that sample.
 
 Against the fake OpenAI-compatible server (tests/openai_fake.py): the scenario
-of sampling.py's docstring, round 2's adapter served under a new name on the
+of sampling.factory's openai error, round 2's adapter served under a new name on the
 same server, must not reuse round 1's samples.
 """
 
@@ -77,7 +77,7 @@ def test_api_key_is_used_but_never_written_or_hashed(tiny_llama_dir, tmp_path):
 
 
 def test_a_new_served_name_on_the_same_server_resamples(tiny_llama_dir, tmp_path):
-    """sampling.py: serve round 2's adapter under a new name, set openai_model."""
+    """sampling.factory: serve round 2's adapter under a new name, set openai_model."""
     behaviour = Behaviour(model="round1", extra_models=("round2",))
     with FakeServer(behaviour) as server:
         first = label(
