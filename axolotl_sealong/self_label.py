@@ -17,8 +17,9 @@ from typing import Any, NoReturn
 MESSAGE = (
     "this dataset needs `plugins: [axolotl_sealong.SeaLongPlugin]`: its type "
     "`axolotl_sealong.self_label` marks questions to self-label before training. "
-    "Add the plugin to the YAML (and check that `import axolotl_sealong.plugin` "
-    "works: Axolotl only logs a plugin that fails to import)."
+    "Add the plugin to the YAML (and check that `import "
+    "axolotl_sealong.integrations.axolotl.plugin` works: Axolotl only logs a "
+    "plugin that fails to import)."
 )
 
 

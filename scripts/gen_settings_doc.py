@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # The only imports of the package: where the settings live.
-from axolotl_sealong.args import SeaLongArgs  # noqa: E402
-from axolotl_sealong.commands.label import add_config_flags  # noqa: E402
-from axolotl_sealong.config import (  # noqa: E402
+from axolotl_sealong.cli.label import add_config_flags  # noqa: E402
+from axolotl_sealong.core.config import (  # noqa: E402
     PLUGIN_ONLY_KEYS,
     YAML_PREFIX,
     LabelConfig,
 )
+from axolotl_sealong.integrations.axolotl.args import SeaLongArgs  # noqa: E402
 
 PAGE = ROOT / "docs" / "settings.md"
 COMMAND = "python scripts/gen_settings_doc.py"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_sealong.tiny import build_tiny_tokenizer
+from axolotl_sealong.bench.tiny import build_tiny_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

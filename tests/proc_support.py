@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 
@@ -26,3 +27,10 @@ def process_group(pgid: int) -> list[int]:
             if fields[0] != "Z" and int(fields[2]) == pgid:
                 found.append(int(entry.name))
     return found
+
+
+def port_open(port: int) -> bool:
+    """Whether anything accepts connections on 127.0.0.1:port."""
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from axolotl_sealong.config import LabelConfig
-from axolotl_sealong.pipeline import label, read_rows
+from axolotl_sealong.core.config import LabelConfig
+from axolotl_sealong.core.pipeline import label, read_rows
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

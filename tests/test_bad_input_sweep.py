@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from axolotl_sealong.cli import main
+from axolotl_sealong.cli.main import main
 
 GOOD = {"context": "Passage 1:\nKel is in Zorvan.", "question": "Where is Kel?"}
 
@@ -288,7 +288,7 @@ def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     import sentence_transformers
     import transformers
 
-    import axolotl_sealong.pipeline as pipeline
+    import axolotl_sealong.core.pipeline as pipeline
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a model was loaded before the bad input was caught")
@@ -335,7 +335,7 @@ def test_the_console_script_prints_no_traceback_and_v_shows_it(tmp_path) -> None
     """The real entry point, as a user runs it: -v is for debugging."""
     data = _jsonl(tmp_path / "q.jsonl", [{**GOOD, "answers": 5}])
     argv = ["label", "--data", str(data), "--out", str(tmp_path / "o")]
-    cmd = [sys.executable, "-m", "axolotl_sealong.cli"]
+    cmd = [sys.executable, "-m", "axolotl_sealong.cli.main"]
     quiet = subprocess.run([*cmd, *argv], capture_output=True, text=True)
     assert quiet.returncode == 2
     assert "Traceback" not in quiet.stderr

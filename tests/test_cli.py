@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from axolotl_sealong.cli import main
-from axolotl_sealong.config import LabelConfig
+from axolotl_sealong.cli.main import main
+from axolotl_sealong.core.config import LabelConfig
 
 
 def test_help_documents_every_command_and_setting(capsys):
@@ -196,7 +196,7 @@ def test_console_script_runs():
 
 def test_module_entry_point():
     out = subprocess.run(
-        [sys.executable, "-m", "axolotl_sealong.cli", "bench", "--help"],
+        [sys.executable, "-m", "axolotl_sealong.cli.main", "bench", "--help"],
         capture_output=True,
         text=True,
         check=True,

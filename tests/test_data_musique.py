@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from axolotl_sealong import cli
+from axolotl_sealong.cli import main as cli
 from axolotl_sealong.data.contexts import TokenCounter, load_tokenizer, tolerance_tokens
 from axolotl_sealong.data.io import card_path, iter_records, read_rows
 from axolotl_sealong.data.musique import build_musique, normalize_title, parse_question

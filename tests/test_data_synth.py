@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from axolotl_sealong import cli
+from axolotl_sealong.cli import main as cli
+from axolotl_sealong.core.metrics import normalize_answer, sub_em
 from axolotl_sealong.data.contexts import (
     TokenCounter,
     format_context,
@@ -34,7 +35,6 @@ from axolotl_sealong.data.synth import (
     parse_hops,
     split_of_word,
 )
-from axolotl_sealong.metrics import normalize_answer, sub_em
 
 NAME = r"[A-Z][a-z]+(?: [A-Z][a-z]+)?"
 

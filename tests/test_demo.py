@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_sealong import demo, demo_report
-from axolotl_sealong.demo import DemoSettings, Stages
+from axolotl_sealong.demo import report as demo_report, run as demo
+from axolotl_sealong.demo.run import DemoSettings, Stages
 
 
 # --------------------------------------------------------------------------- #
@@ -150,7 +150,7 @@ def test_converted_model_is_keyed_by_content_not_install(tmp_path: Path) -> None
     """
     import shutil
 
-    from axolotl_sealong.embedded import gguf_fingerprint, smollm2_gguf_path
+    from axolotl_sealong.core.embedded import gguf_fingerprint, smollm2_gguf_path
 
     shipped = smollm2_gguf_path()
     copy = tmp_path / "other_venv" / shipped.name
@@ -167,8 +167,8 @@ def test_converted_model_is_keyed_by_content_not_install(tmp_path: Path) -> None
 
 
 def test_held_out_questions_come_from_their_own_split_and_seed(tmp_path: Path) -> None:
-    from axolotl_sealong.embedded import smollm2_dir
-    from axolotl_sealong.pipeline import read_rows
+    from axolotl_sealong.core.embedded import smollm2_dir
+    from axolotl_sealong.core.pipeline import read_rows
 
     model = smollm2_dir()
     s = DemoSettings(num_train=4, num_eval=10, min_tokens=128, max_tokens=200)
@@ -198,7 +198,7 @@ def test_train_config_validates_with_the_plugin(tmp_path: Path) -> None:
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
 
-    from axolotl_sealong.embedded import smollm2_dir
+    from axolotl_sealong.core.embedded import smollm2_dir
 
     s = DemoSettings(learning_rate=3e-4, num_samples=4, prompt_strategy="none")
     data = tmp_path / "train.jsonl"
@@ -224,7 +224,7 @@ def test_demo_end_to_end_tiny(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "SEALONG_CACHE": str(tmp_path / "c")}
     args = [
-        sys.executable, "-m", "axolotl_sealong.cli", "demo", "--out", str(out),
+        sys.executable, "-m", "axolotl_sealong.cli.main", "demo", "--out", str(out),
         "--num-train", "4", "--num-eval", "10", "--num-samples", "3",
         "--min-tokens", "128", "--max-tokens", "200", "--max-new-tokens", "12",
         "--eval-max-gen-toks", "8", "--num-epochs", "1",

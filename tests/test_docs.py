@@ -144,7 +144,7 @@ def test_settings_page_is_generated_from_the_config() -> None:
         "docs/settings.md is out of date: run python scripts/gen_settings_doc.py"
     )
     # every key of the plugin's settings model is on the page
-    from axolotl_sealong.args import SeaLongArgs
+    from axolotl_sealong.integrations.axolotl.args import SeaLongArgs
 
     for key in SeaLongArgs.model_fields:
         assert f"| `{key}` |" in page.read_text()

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from axolotl_sealong.embedder import Embedder, check_embedder
+from axolotl_sealong.embedding.embedder import Embedder, check_embedder
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from eval_support import GROUP_TASKS, LONGBENCH_DIR, SYNTH_FILE
 
-from axolotl_sealong.metrics import extract_final_answer, sub_em
-from axolotl_sealong.prompts import build_user_prompt
+from axolotl_sealong.core.metrics import extract_final_answer, sub_em
+from axolotl_sealong.core.prompts import build_user_prompt
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_LENGTH = 700
@@ -44,7 +44,7 @@ def hf_run(
 ) -> tuple[Path, subprocess.CompletedProcess[str]]:
     out = tmp_path_factory.mktemp("lm_eval_out")
     cmd = [
-        sys.executable, "-m", "axolotl_sealong.cli", "eval",
+        sys.executable, "-m", "axolotl_sealong.cli.main", "eval",
         "--model", "hf",
         "--model_args",
         f"pretrained={tiny_llama_dir},dtype=float32,max_length={MAX_LENGTH}",
@@ -121,7 +121,7 @@ def test_hf_samples(
 
 
 def test_lm_eval_validate_with_include_path() -> None:
-    from axolotl_sealong.eval_tasks import task_dir
+    from axolotl_sealong.integrations.lm_eval.tasks import task_dir
 
     proc = subprocess.run(
         [sys.executable, "-m", "lm_eval", "validate", "--tasks",

@@ -37,7 +37,7 @@ CHECK = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])  # tests/, for eval_support only
     os.environ["SEALONG_LONGBENCH_DIR"] = sys.argv[2]
     import axolotl_sealong
-    from axolotl_sealong import eval_tasks
+    from axolotl_sealong.integrations.lm_eval import tasks as eval_tasks
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     from eval_support import GROUP_EXPECTED, FakeLM

@@ -28,8 +28,8 @@ from eval_support import (
     read_rows,
 )
 
-from axolotl_sealong.eval_tasks import task_dir
-from axolotl_sealong.prompts import build_user_prompt
+from axolotl_sealong.core.prompts import build_user_prompt
+from axolotl_sealong.integrations.lm_eval.tasks import task_dir
 
 METRICS = ("sub_em", "sub_em_extracted", "output_tokens")
 

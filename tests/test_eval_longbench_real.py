@@ -10,7 +10,7 @@ wrapped in LongBench's task prompt, ``input`` turned into ``question:
 "Question: {input}\\n"``, plus ``answer_prefix``, ``task``, ``max_new_tokens``.
 The wrapper strings used here to build mirror rows come from the LongBench
 tasks that ship with lm-eval (an independent copy of LongBench's prompts), not
-from ``axolotl_sealong.eval_tasks``.
+from ``axolotl_sealong.integrations.lm_eval.tasks``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import pytest
 import yaml
 from eval_support import GEN_KWARGS
 
-from axolotl_sealong import eval_tasks
-from axolotl_sealong.prompts import build_user_prompt, fit_prompt
+from axolotl_sealong.core.prompts import build_user_prompt, fit_prompt
+from axolotl_sealong.integrations.lm_eval import tasks as eval_tasks
 
 REAL_DIR = Path(__file__).parent / "data" / "eval" / "longbench_real"
 SUBSETS = ("qasper", "multifieldqa_en", "hotpotqa", "musique", "2wikimqa")
@@ -222,8 +222,8 @@ def test_training_and_eval_cut_real_rows_the_same(tiny_tokenizer_dir: Path) -> N
     """The real rows, cut for training (pipeline) and for evaluation alike."""
     from transformers import AutoTokenizer
 
-    from axolotl_sealong.config import LabelConfig
-    from axolotl_sealong.pipeline import fit_prompts, questions_from_rows
+    from axolotl_sealong.core.config import LabelConfig
+    from axolotl_sealong.core.pipeline import fit_prompts, questions_from_rows
 
     tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     cfg = LabelConfig(overlong="truncate_middle", question_field="input")

@@ -8,11 +8,17 @@ from typing import Any
 
 import pytest
 import yaml
-from eval_support import GEN_KWARGS, GROUP_TASKS, LONGBENCH_DIR, SYNTH_FILE, read_rows
+from eval_support import (
+    GEN_KWARGS,
+    GROUP_TASKS,
+    LONGBENCH_DIR,
+    SYNTH_FILE,
+    multihop_to_longbench,
+    read_rows,
+)
 
-from axolotl_sealong import eval_tasks
-from axolotl_sealong.commands import eval as eval_cmd
-from axolotl_sealong.prompts import INSTRUCTIONS, build_user_prompt
+from axolotl_sealong.core.prompts import INSTRUCTIONS, build_user_prompt
+from axolotl_sealong.integrations.lm_eval import tasks as eval_tasks
 
 TASK_DIR = eval_tasks.task_dir()
 
@@ -367,7 +373,7 @@ def test_multihop_to_longbench_shapes() -> None:
         "answer": "A",
         "context": [["T1", ["One.", " Two."]], ["T2", ["Three."]]],
     }
-    assert eval_tasks.multihop_to_longbench(hotpot) == {
+    assert multihop_to_longbench(hotpot) == {
         "_id": "h1",
         "input": "Q?",
         "context": "Passage 1:\nT1\nOne. Two.\nPassage 2:\nT2\nThree.\n",
@@ -381,26 +387,26 @@ def test_multihop_to_longbench_shapes() -> None:
         "answer_aliases": ["B"],
         "paragraphs": [{"title": "T", "paragraph_text": "P."}],
     }
-    row = eval_tasks.multihop_to_longbench(musique)
+    row = multihop_to_longbench(musique)
     assert row["answers"] == ["A", "B"] and row["context"] == "Passage 1:\nT\nP.\n"
     with pytest.raises(ValueError, match="expected a HotpotQA"):
-        eval_tasks.multihop_to_longbench({"question": "q"})
+        multihop_to_longbench({"question": "q"})
 
 
 def test_sealong_eval_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(eval_tasks, "found_by_default", lambda: False)
     args = ["--model", "hf", "--tasks", "longbench_sealong"]
-    assert eval_cmd.lm_eval_argv(args) == [*args, "--include_path", str(TASK_DIR)]
-    assert eval_cmd.lm_eval_argv(["ls", "tasks"])[-1] == str(TASK_DIR)
+    assert eval_tasks.lm_eval_argv(args) == [*args, "--include_path", str(TASK_DIR)]
+    assert eval_tasks.lm_eval_argv(["ls", "tasks"])[-1] == str(TASK_DIR)
     mine = [*args, "--include_path", "/my/tasks"]
-    assert eval_cmd.lm_eval_argv(mine) == mine
-    assert eval_cmd.lm_eval_argv(["--help"]) == ["--help"]
+    assert eval_tasks.lm_eval_argv(mine) == mine
+    assert eval_tasks.lm_eval_argv(["--help"]) == ["--help"]
     monkeypatch.setattr(eval_tasks, "found_by_default", lambda: True)
-    assert eval_cmd.lm_eval_argv(args) == args
+    assert eval_tasks.lm_eval_argv(args) == args
 
 
 def test_sealong_eval_task_dir(capsys: pytest.CaptureFixture[str]) -> None:
-    from axolotl_sealong.cli import main
+    from axolotl_sealong.cli.main import main
 
     assert main(["eval", "--task-dir"]) == 0
     assert capsys.readouterr().out.strip() == str(TASK_DIR)

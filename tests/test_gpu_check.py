@@ -61,7 +61,7 @@ def test_gpu_check_needs_nothing_a_bare_gpu_image_lacks(tmp_path):
         f"for name in {ABSENT!r}:\n"
         "    sys.modules[name] = None  # import fails, as on the bare image\n"
         f"sys.argv = ['bench_gpu', '--dry-run', '--out', {str(out)!r}]\n"
-        "runpy.run_module('axolotl_sealong.bench_gpu', run_name='__main__')\n"
+        "runpy.run_module('axolotl_sealong.bench.gpu_check', run_name='__main__')\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code],

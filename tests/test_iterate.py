@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from axolotl_sealong import demo_report, iterate
-from axolotl_sealong.diagnostics import label_free_signals, pairs_by_gap
-from axolotl_sealong.iterate import EvalSettings, Iteration, RoundPolicy, Stages
+from axolotl_sealong.core.diagnostics import label_free_signals, pairs_by_gap
+from axolotl_sealong.demo import iterate, report as demo_report
+from axolotl_sealong.demo.iterate import EvalSettings, Iteration, RoundPolicy, Stages
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTH_EVAL = ROOT / "tests" / "data" / "eval" / "synth_eval.jsonl"
@@ -124,7 +124,7 @@ def _recipe(tmp: Path, model: Path, n_questions: int = 8, **extra: Any) -> dict:
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "axolotl_sealong.cli", *args],
+        [sys.executable, "-m", "axolotl_sealong.cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

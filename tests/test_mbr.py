@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from axolotl_sealong.config import LabelConfig, describe_validation_error
-from axolotl_sealong.mbr import (
+from axolotl_sealong.core.config import LabelConfig, describe_validation_error
+from axolotl_sealong.core.mbr import (
     REJECTED_RULES,
     UTILITIES,
     answer_agreement_matrix,
@@ -263,7 +263,7 @@ def test_pipeline_labels_with_a_registered_utility_and_rule(
     toy_registered, tiny_llama_dir, tmp_path
 ):
     """End to end: no embedder is checked or loaded (the path does not exist)."""
-    from axolotl_sealong.pipeline import label, read_rows
+    from axolotl_sealong.core.pipeline import label, read_rows
 
     rows = [
         {"context": f"Passage 1:\nZorvan{i} is Kel{i}.", "question": f"Zorvan{i}?"}

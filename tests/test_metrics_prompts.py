@@ -1,5 +1,5 @@
-from axolotl_sealong.metrics import extract_final_answer, normalize_answer, sub_em
-from axolotl_sealong.prompts import INSTRUCTIONS, build_user_prompt
+from axolotl_sealong.core.metrics import extract_final_answer, normalize_answer, sub_em
+from axolotl_sealong.core.prompts import INSTRUCTIONS, build_user_prompt
 
 
 def test_normalize_answer_squad_style():

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_sealong import eval_tasks
-from axolotl_sealong.config import LabelConfig
-from axolotl_sealong.pipeline import fit_prompts, questions_from_rows
-from axolotl_sealong.prompts import INSTRUCTIONS
+from axolotl_sealong.core.config import LabelConfig
+from axolotl_sealong.core.pipeline import fit_prompts, questions_from_rows
+from axolotl_sealong.core.prompts import INSTRUCTIONS
+from axolotl_sealong.integrations.lm_eval import tasks as eval_tasks
 
 CONTEXT = "HEAD-START " + "The quick brown fox jumps over the lazy dog. " * 200
 CONTEXT += "TAIL-END"
@@ -125,7 +125,7 @@ def test_the_labels_and_eval_tasks_read_through_the_one_reader(
 
 def test_the_sample_cache_reads_through_the_one_reader(tmp_path: Path) -> None:
     """A line torn by a kill is dropped (and the file rewritten), not an error."""
-    from axolotl_sealong.cache import SampleStore
+    from axolotl_sealong.core.cache import SampleStore
 
     store = SampleStore(tmp_path, {"x": 1})
     store.open_for_append()

@@ -11,7 +11,7 @@ import pytest
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
-from axolotl_sealong.orpo import ResponseNLLORPOTrainer, keep_from  # noqa: E402
+from axolotl_sealong.integrations.axolotl.orpo import ResponseNLLORPOTrainer, keep_from  # noqa: E402
 
 ROWS = [
     {
@@ -119,7 +119,7 @@ def test_response_logits_only_give_the_same_loss_and_gradients(
     """The logits_to_keep forward against TRL's full forward + response NLL."""
     import torch
 
-    from axolotl_sealong import orpo
+    from axolotl_sealong.integrations.axolotl import orpo
 
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     model = trainer.model.train()

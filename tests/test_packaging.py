@@ -47,3 +47,9 @@ def test_wheel_ships_recipes(tmp_path):
         assert f"axolotl_sealong/recipes/{recipe.name}" in names
     assert "axolotl_sealong/recipes/deepspeed/zero3_bf16.json" in names
     assert "axolotl_sealong/data/README.md" in names
+    package = ROOT / "axolotl_sealong"
+    for path in [*package.rglob("*.py"), *package.rglob("gpu_check_*.json")]:
+        assert path.relative_to(ROOT).as_posix() in names  # every module and data
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "sealong = axolotl_sealong.cli.main:main" in text

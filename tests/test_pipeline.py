@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from axolotl_sealong.config import LabelConfig
-from axolotl_sealong.pipeline import label, read_rows
+from axolotl_sealong.core.config import LabelConfig
+from axolotl_sealong.core.pipeline import label, read_rows
 
 
 def _rows(n: int, words: int = 20) -> list[dict]:
@@ -94,8 +94,8 @@ def test_cache_hit_miss_and_determinism(tiny_llama_dir, tmp_path):
 _KILLED_RUN = textwrap.dedent(
     """
     import json, sys
-    from axolotl_sealong.config import LabelConfig
-    from axolotl_sealong.pipeline import label
+    from axolotl_sealong.core.config import LabelConfig
+    from axolotl_sealong.core.pipeline import label
     cfg = LabelConfig(**json.loads(sys.argv[1]))
     rows = json.loads(open(sys.argv[2]).read())
     label(cfg, rows, sys.argv[3], progress=False)
@@ -236,7 +236,7 @@ def test_unknown_yaml_key_lists_valid_keys():
 def test_fully_cached_rerun_never_loads_the_sampling_model(
     tiny_llama_dir, tmp_path, monkeypatch
 ):
-    import axolotl_sealong.pipeline as pipeline
+    import axolotl_sealong.core.pipeline as pipeline
 
     cfg = _cfg(tiny_llama_dir, tmp_path / "c")
     label(cfg, _rows(2), tmp_path / "a", progress=False)

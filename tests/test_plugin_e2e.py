@@ -144,7 +144,7 @@ def test_sealong_label_config_warms_axolotl_preprocess(tiny_llama_dir, tmp_path)
     max_model_len unset (the plugin: min(sequence_len, model limit)), so the two
     keyed their samples differently and the plugin sampled everything again.
     """
-    from axolotl_sealong.cli import main
+    from axolotl_sealong.cli.main import main
 
     recipe = _recipe(tmp_path, tiny_llama_dir, "orpo")
     out = tmp_path / "cli"
@@ -313,8 +313,8 @@ def _label_in_process(recipe: Path, out: Path, cache: Path) -> None:
     """The plugin's settings for ``recipe``, labeled by one process (this one)."""
     import torch
 
-    from axolotl_sealong.config import LabelConfig
-    from axolotl_sealong.pipeline import label, read_rows
+    from axolotl_sealong.core.config import LabelConfig
+    from axolotl_sealong.core.pipeline import label, read_rows
 
     cfg = yaml.safe_load(recipe.read_text())
     # what plugin.label_settings makes of it (importing the plugin, i.e. axolotl,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from axolotl_sealong.cli import main
+from axolotl_sealong.cli.main import main
 
 
 def _questions(path: Path, start: int, n: int, filler: int) -> Path:
@@ -69,8 +69,11 @@ def test_cli_labels_every_self_label_dataset_with_the_plugins_settings(
     # the plugin's own functions on the same YAML: same settings, same rows
     from axolotl.utils.dict import DictDefault
 
-    import axolotl_sealong.pipeline as pipeline
-    from axolotl_sealong.plugin import _read_questions, label_settings
+    import axolotl_sealong.core.pipeline as pipeline
+    from axolotl_sealong.integrations.axolotl.plugin import (
+        _read_questions,
+        label_settings,
+    )
 
     cfg = DictDefault(yaml.safe_load(recipe.read_text()))
     plugin_cfg = label_settings(cfg)
@@ -93,7 +96,7 @@ def test_flags_override_the_recipe_before_it_is_read(tiny_llama_dir, tmp_path):
     """--max-model-len beats the sequence_len sizing; other YAML keys stay."""
     import argparse
 
-    from axolotl_sealong.commands.label import add_config_flags, config_from_args
+    from axolotl_sealong.cli.label import add_config_flags, config_from_args
 
     recipe = _recipe(tmp_path, tiny_llama_dir)
     parser = argparse.ArgumentParser()

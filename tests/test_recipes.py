@@ -68,7 +68,7 @@ def test_recipe_validates_with_the_plugin(recipe, monkeypatch):
 
 
 def test_recipes_list_and_copy(tmp_path, capsys):
-    from axolotl_sealong.cli import main
+    from axolotl_sealong.cli.main import main
 
     assert main(["recipes", "list"]) == 0
     listing = capsys.readouterr().out
@@ -97,7 +97,7 @@ def test_readme_help_and_recipes_agree_on_the_gpu_install():
     import re
     import tomllib
 
-    from axolotl_sealong.cli import build_parser
+    from axolotl_sealong.cli.main import build_parser
 
     root = RECIPES[0].parents[1]
     extras = tomllib.loads((root / "pyproject.toml").read_text())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from axolotl_sealong.sampling import SampleRequest, SamplingParams, make_sampler
-from axolotl_sealong.sampling_hf import HFSampler, sample_next, supports_shared_prefix
+from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
+from axolotl_sealong.sampling.factory import make_sampler
+from axolotl_sealong.sampling.hf import HFSampler, sample_next, supports_shared_prefix
 
 
 def _requests(count: int = 3) -> list[SampleRequest]:
@@ -166,7 +167,7 @@ def test_bf16_prompt_cache_is_stored_in_bf16_and_stays_close(tiny_llama_dir):
     assert first == _run(engine, _requests(), params)
     assert all(len(v) == 3 for v in first.values())
     # the attention itself: bf16 prompt keys/values against float32 ones
-    from axolotl_sealong.sampling_hf import (
+    from axolotl_sealong.sampling.hf import (
         _Group,
         _PrefixContext,
         shared_prefix_attention,
@@ -199,8 +200,8 @@ def test_auto_prompt_cache_is_bf16_only_under_fp32_on_a_native_bf16_cpu(
 ):
     import torch
 
-    from axolotl_sealong import sampling_hf
-    from axolotl_sealong.sampling import cpu_has_native_bf16
+    from axolotl_sealong.sampling import hf as sampling_hf
+    from axolotl_sealong.sampling.base import cpu_has_native_bf16
 
     pick = sampling_hf._prompt_kv_dtype
     fp32, bf16 = torch.float32, torch.bfloat16
@@ -223,7 +224,7 @@ def test_packed_linears_compute_the_same_logits(tiny_llama_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from axolotl_sealong.sampling_hf import pack_linear_weights
+    from axolotl_sealong.sampling.hf import pack_linear_weights
 
     def load():
         return AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()

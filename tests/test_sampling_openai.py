@@ -13,10 +13,11 @@ import time
 import pytest
 from openai_fake import Behaviour, FakeServer, sample_text
 
-from axolotl_sealong.config import LabelConfig
-from axolotl_sealong.pipeline import label, read_rows
-from axolotl_sealong.sampling import SampleRequest, SamplingParams, make_sampler
-from axolotl_sealong.sampling_openai import OpenAISampler
+from axolotl_sealong.core.config import LabelConfig
+from axolotl_sealong.core.pipeline import label, read_rows
+from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
+from axolotl_sealong.sampling.factory import make_sampler
+from axolotl_sealong.sampling.openai import OpenAISampler
 
 FAST = dict(timeout=2.0, retries=2, backoff=0.05)
 
@@ -58,7 +59,7 @@ def test_n_samples_per_request_with_seed_and_settings(tiny_tokenizer_dir):
 
 
 def test_completions_api_sends_the_chat_template_token_ids(tiny_tokenizer_dir):
-    from axolotl_sealong.sampling import chat_token_ids
+    from axolotl_sealong.sampling.base import chat_token_ids
 
     with FakeServer() as server:
         engine = _engine(tiny_tokenizer_dir, server.url, api="completions")

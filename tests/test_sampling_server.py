@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 from openai_fake import Behaviour, FakeServer
-from proc_support import alive
+from proc_support import alive, port_open
 
-from axolotl_sealong import sampling_server as ss
-from axolotl_sealong.config import LabelConfig
-from axolotl_sealong.sampling import SampleRequest, SamplingParams
+from axolotl_sealong.core.config import LabelConfig
+from axolotl_sealong.sampling import server as ss
+from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
 
 FAKE = str(Path(__file__).with_name("fake_server_proc.py"))
 CPU = ss.ServerEnv(
@@ -201,7 +201,7 @@ def test_server_args_setting_refuses_what_the_engine_manages(value, match):
         ss.parse_server_args(value)
     from pydantic import ValidationError
 
-    from axolotl_sealong.config import describe_validation_error
+    from axolotl_sealong.core.config import describe_validation_error
 
     with pytest.raises(ValidationError) as err:
         LabelConfig(sampler="vllm_server", vllm_server_args=value)
@@ -251,12 +251,12 @@ def test_ready_then_stop_leaves_no_process_and_no_port(tmp_path):
     server = _fake(tmp_path, "ok")
     server.start()
     pid, child = _pids(server.log_path)
-    assert server.failure() is None and ss.port_open(server.port)
+    assert server.failure() is None and port_open(server.port)
     state = json.loads((tmp_path / "labels" / ss.STATE_FILE).read_text())
     assert state["state"] == "ready" and state["port"] == server.port
     server.stop()
     assert not alive(pid) and not alive(child)
-    assert not ss.port_open(server.port)
+    assert not port_open(server.port)
     state = json.loads((tmp_path / "labels" / ss.STATE_FILE).read_text())
     assert state["state"] == "stopped" and child in state["pids"]
     assert "sealong starts" in server.log_path.read_text()
@@ -297,7 +297,7 @@ _OWNER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     sys.path.insert(0, {tests!r})
-    from axolotl_sealong.sampling_server import ManagedServer, free_port
+    from axolotl_sealong.sampling.server import ManagedServer, free_port
     port = free_port()
     server = ManagedServer([sys.executable, {fake!r}, str(port), "ok"], port=port,
                            log_path=Path({log!r}), start_timeout=20, grace=2,
@@ -349,7 +349,7 @@ def test_the_server_never_outlives_its_owner(tmp_path, how):
 
 
 def test_a_dead_server_fails_at_once_instead_of_after_every_retry(tiny_tokenizer_dir):
-    from axolotl_sealong.sampling_openai import OpenAISampler
+    from axolotl_sealong.sampling.openai import OpenAISampler
 
     with FakeServer(Behaviour(die_after=1)) as server:
         engine = OpenAISampler(
@@ -393,7 +393,7 @@ def test_gpu_memory_wait_until_the_servers_pids_and_memory_are_gone():
 
 
 def test_sampler_from_config_hands_the_server_its_settings(tmp_path, monkeypatch):
-    from axolotl_sealong import sampling
+    from axolotl_sealong.sampling import factory as sampling
 
     seen = {}
 

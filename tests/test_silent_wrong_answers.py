@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from conftest import build_tiny_causal_lm
 
-from axolotl_sealong.config import LabelConfig
-from axolotl_sealong.pipeline import label, read_rows
-from axolotl_sealong.sampling import SampleRequest, SamplingParams
-from axolotl_sealong.sampling_hf import HFSampler
+from axolotl_sealong.core.config import LabelConfig
+from axolotl_sealong.core.pipeline import label, read_rows
+from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
+from axolotl_sealong.sampling.hf import HFSampler
 
 # --------------------------------------------------------------------------- #
 # Blank samples
@@ -184,8 +184,8 @@ def test_an_embedder_named_jina_runs_no_remote_code_unless_asked(tmp_path, monke
 
     import sentence_transformers
 
-    from axolotl_sealong.embedded import minilm_dir
-    from axolotl_sealong.embedder import Embedder
+    from axolotl_sealong.core.embedded import minilm_dir
+    from axolotl_sealong.embedding.embedder import Embedder
 
     folder = tmp_path / "jina-embeddings-v2-small-en"  # a name with "jina" in it
     shutil.copytree(minilm_dir(), folder)

@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import pytest
-from proc_support import alive, process_group
+from proc_support import alive, port_open, process_group
 from test_plugin_e2e import _recipe
 
-from axolotl_sealong import sampling_server as ss
-from axolotl_sealong.config import LabelConfig
-from axolotl_sealong.pipeline import label
+from axolotl_sealong.core.config import LabelConfig
+from axolotl_sealong.core.pipeline import label
+from axolotl_sealong.sampling import server as ss
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = Path(os.environ.get("SEALONG_VLLM_VENV", ROOT / ".venv-vllm")) / "bin"
@@ -82,7 +82,7 @@ def _assert_gone(folder: Path) -> None:
     assert len(state["pids"]) >= 2  # the API server and vLLM's engine core
     assert not [p for p in state["pids"] if alive(p)]
     assert not process_group(state["pid"])
-    assert not ss.port_open(state["port"])
+    assert not port_open(state["port"])
 
 
 def _samples(tmp_path: Path) -> int:
@@ -141,7 +141,7 @@ def test_ctrl_c_during_labeling_leaves_no_server(tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in _rows(40)))
     out = tmp_path / "out"
     cmd = [
-        sys.executable, "-m", "axolotl_sealong.cli", "label", "--data", str(data),
+        sys.executable, "-m", "axolotl_sealong.cli.main", "label", "--data", str(data),
         "--out", str(out), "--model", MODEL, "--sampler", "vllm_server",
         "--vllm-server-python", str(VLLM_PYTHON), "--num-samples", "3",
         "--max-new-tokens", "32", "--max-model-len", "1024", "--utility", "rouge_l",
@@ -183,8 +183,8 @@ def test_an_adapter_is_served_as_a_lora_module(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from axolotl_sealong.embedded import resolve_model
-    from axolotl_sealong.sampling import SampleRequest, SamplingParams
+    from axolotl_sealong.core.embedded import resolve_model
+    from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(resolve_model(MODEL))

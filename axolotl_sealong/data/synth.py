@@ -34,6 +34,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from axolotl_sealong.core.metrics import normalize_answer
 from axolotl_sealong.data.contexts import (
     OrderedSource,
     Passage,
@@ -46,7 +47,6 @@ from axolotl_sealong.data.contexts import (
     stable_hash,
 )
 from axolotl_sealong.data.io import BuildReport, check_lengths, finish_report
-from axolotl_sealong.metrics import normalize_answer
 
 LOG = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from axolotl_sealong.bench import available_engines, bench_sampling  # noqa: E402
+from axolotl_sealong.bench.micro import available_engines, bench_sampling  # noqa: E402
 
 
 def test_bench_sampling_has_a_vllm_row(model_dir):

@@ -18,10 +18,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from axolotl_sealong.config import LabelConfig  # noqa: E402
-from axolotl_sealong.pipeline import label, read_rows  # noqa: E402
-from axolotl_sealong.sampling import SampleRequest, SamplingParams  # noqa: E402
-from axolotl_sealong.sampling_openai import OpenAISampler  # noqa: E402
+from axolotl_sealong.core.config import LabelConfig  # noqa: E402
+from axolotl_sealong.core.pipeline import label, read_rows  # noqa: E402
+from axolotl_sealong.sampling.base import SampleRequest, SamplingParams  # noqa: E402
+from axolotl_sealong.sampling.openai import OpenAISampler  # noqa: E402
 
 from .conftest import MAX_MODEL_LEN, RAM_FRACTION  # noqa: E402
 

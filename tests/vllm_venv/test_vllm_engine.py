@@ -10,13 +10,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from axolotl_sealong.config import LabelConfig  # noqa: E402
-from axolotl_sealong.pipeline import label, read_rows  # noqa: E402
-from axolotl_sealong.sampling import (  # noqa: E402
-    SampleRequest,
-    SamplingParams,
-    make_sampler,
-)
+from axolotl_sealong.core.config import LabelConfig  # noqa: E402
+from axolotl_sealong.core.pipeline import label, read_rows  # noqa: E402
+from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
+from axolotl_sealong.sampling.factory import make_sampler
 
 from .conftest import MAX_MODEL_LEN, RAM_FRACTION  # noqa: E402
 
@@ -115,7 +112,7 @@ def test_auto_picks_hf_without_a_gpu(model_dir):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: auto picks vllm")
-    from axolotl_sealong.sampling import resolve_engine
+    from axolotl_sealong.sampling.factory import resolve_engine
 
     assert resolve_engine("auto") == "hf"
 

@@ -1,4 +1,4 @@
-"""Task hooks for lm-eval; the logic lives in ``axolotl_sealong.eval_tasks``.
+"""Task hooks for lm-eval; the logic lives in ``axolotl_sealong.integrations.lm_eval.tasks``.
 
 lm-eval loads this file by path for every ``!function utils.*`` reference, so it
 stays a thin layer of plain functions over the installed package.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from axolotl_sealong import eval_tasks
+from axolotl_sealong.integrations.lm_eval import tasks as eval_tasks
 
 
 def load_longbench(**kwargs: Any) -> dict[str, Any]:

@@ -1,0 +1,87 @@
+"""`sealong`: one console script, one sub-command module per feature.
+
+Each module in ``COMMANDS`` exposes ``register(subparsers)``; heavy imports
+(torch, transformers, axolotl) stay inside the handlers so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS: tuple[str, ...] = (
+    "axolotl_sealong.cli.label",
+    "axolotl_sealong.cli.data",
+    "axolotl_sealong.cli.recipes",
+    "axolotl_sealong.cli.eval",
+    "axolotl_sealong.cli.bench",
+    "axolotl_sealong.cli.demo",
+    "axolotl_sealong.cli.iterate",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sealong",
+        description=(
+            "SEALONG self-improvement for long-context reasoning: sample N outputs "
+            "per question, score them by Minimum Bayes Risk, and build SFT / "
+            "preference rows for Axolotl."
+        ),
+        epilog=(
+            "GPU: the recipes sample with sealong_sampler: vllm_server (a `vllm "
+            "serve` the run starts and stops). Get vLLM in one environment with "
+            'pip install "axolotl-sealong[vllm]" (vllm 0.20.0-0.23.0 beside axolotl '
+            "0.19), or any vLLM in a second one with SEALONG_VLLM_SPEC=vllm==X bash "
+            "scripts/setup_vllm.sh (found as .venv-vllm, $SEALONG_VLLM_PYTHON or "
+            "sealong_vllm_server_python). Then: axolotl train RECIPE.yml, or "
+            "sealong label --config RECIPE.yml --out DIR. GPU check: bash "
+            "scripts/gpu_check.sh (sealong bench gpu)."
+        ),
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at DEBUG level"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Import-time notices of optional CUDA kernels that cannot apply on CPU.
+    for noisy in ("torchao", "bitsandbytes"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    # one line per HTTP request to a sampling server: noise at INFO
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f"sealong {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ImportError, RuntimeError) as err:
+        # Bad input (ValueError, a missing file: OSError) or a failure the
+        # message explains (a dead server, a missing package): one clear
+        # line, no traceback (sealong -v shows it).
+        if args.verbose:
+            raise
+        hint = (
+            ""
+            if isinstance(err, ValueError | FileNotFoundError)
+            else (f" (sealong -v {args.command} ... shows the traceback)")
+        )
+        message = str(err) or type(err).__name__
+        print(f"sealong {args.command}: error: {message}{hint}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

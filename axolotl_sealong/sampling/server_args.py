@@ -1,0 +1,40 @@
+"""The ``vllm_server`` engine's settings that the config checks without the engine.
+
+``LabelConfig`` validates ``sealong_vllm_server_args`` when it is read; it
+imports this module, not ``server`` (which imports the openai engine, which
+imports the config: a circle).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+# Flags this engine sets itself: a second copy in vllm_server_args would
+# break it (another port or model name than the one the client talks to).
+MANAGED_FLAGS = ("--host", "--port", "--model", "--served-model-name", "--lora-modules")
+
+
+def setting_name(name: str) -> str:
+    """How errors name a setting: its YAML key and its CLI flag."""
+    return f"sealong_{name} (--{name.replace('_', '-')})"
+
+
+def parse_server_args(value: str | None, named: bool = True) -> list[str]:
+    """``vllm_server_args`` as a list; refuses the flags this engine manages.
+
+    ``named=False``: the message without the setting's name (pydantic adds it).
+    """
+    field = f"{setting_name('vllm_server_args')} = {value!r}: " if named else ""
+    try:
+        args = shlex.split(value or "")
+    except ValueError as err:
+        raise ValueError(f"{field}cannot split it: {err}") from None
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in MANAGED_FLAGS:
+            raise ValueError(
+                f"{field}{flag} is set by the vllm_server engine itself; remove "
+                "it (the port is sealong_vllm_server_port, the model "
+                "sealong_model, the adapter sealong_adapter)"
+            )
+    return args

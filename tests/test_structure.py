@@ -1,0 +1,327 @@
+"""The package's shape: no import circle, and each subpackage imports only downward.
+
+The graph is built from the source (AST), not by importing: an edge for every
+``import`` and ``from ... import`` of an ``axolotl_sealong`` module, at module
+level and inside functions alike (a lazy import delays a circle, it does not
+remove it), with relative imports resolved and ``from pkg import mod`` read as
+an import of ``pkg.mod``. Importing ``a.b.c`` also runs ``a/b/__init__``, so
+the parent packages of a target are edges too, except those the importer sits in
+(already being imported). The whole graph must be acyclic. The layer rules:
+
+- ``core``, ``sampling``, ``embedding`` and ``data`` import nothing from
+  ``integrations``, ``cli``, ``demo`` or ``bench``; ``integrations`` nothing from
+  ``cli``, ``demo`` or ``bench``; ``demo`` and ``bench`` nothing from ``cli``.
+- The engines import from ``sampling`` only the interface (``base``) and the
+  server settings (``server_args``); ``server`` also uses the ``openai`` engine
+  (it serves through it). No engine imports ``factory``; ``base`` imports no
+  other ``sampling`` module.
+- ``core`` imports no torch, transformers, axolotl, vLLM, TRL, peft,
+  sentence-transformers or lm-eval at module level: read from the source, and
+  checked by importing each core module in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "axolotl_sealong"
+LAYERS_BELOW_INTEGRATIONS = ("core", "sampling", "embedding", "data")
+FORBIDDEN = {
+    **{
+        layer: {"integrations", "cli", "demo", "bench"}
+        for layer in LAYERS_BELOW_INTEGRATIONS
+    },
+    "integrations": {"cli", "demo", "bench"},
+    "demo": {"cli"},
+    "bench": {"cli"},
+}
+ENGINES = ("hf", "vllm", "openai", "server")
+ENGINE_MAY_IMPORT = {"base", "server_args"}
+# vllm_server = a managed `vllm serve` sampled through the openai engine.
+ENGINE_EXTRA = {"server": {"openai"}}
+HEAVY = ("torch", "transformers", "axolotl", "vllm", "trl", "peft")
+HEAVY_STATIC = (*HEAVY, "sentence_transformers", "lm_eval")
+
+
+def module_names(root: Path, package: str) -> dict[str, Path]:
+    """Every module of ``package`` under ``root``: dotted name -> file."""
+    out = {}
+    for path in sorted((root / package).rglob("*.py")):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: ast.AST, top_only: bool) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Import nodes; ``top_only``: only those that run on import (not in a
+    function, not under ``if TYPE_CHECKING``)."""
+    stack: list[ast.AST] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        for child in ast.iter_child_nodes(node):
+            if top_only and isinstance(
+                child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda
+            ):
+                continue
+            if top_only and isinstance(child, ast.If) and _is_type_checking(child):
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+
+
+def imported_names(
+    module: str, path: Path, modules: set[str], top_only: bool = False
+) -> set[str]:
+    """Absolute names ``module`` imports (any package, not only ours)."""
+    is_pkg = path.name == "__init__.py"
+    out: set[str] = set()
+    for node in _imports(ast.parse(path.read_text(), str(path)), top_only):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+            continue
+        base = node.module or ""
+        if node.level:
+            anchor = module.split(".")
+            anchor = anchor if is_pkg else anchor[:-1]
+            anchor = anchor[: len(anchor) - (node.level - 1)]
+            base = ".".join([*anchor, *([base] if base else [])])
+        for alias in node.names:
+            sub = f"{base}.{alias.name}"
+            out.add(sub if sub in modules else base)
+    return out
+
+
+def import_graph(root: Path, package: str, top_only: bool = False) -> dict[str, set]:
+    """Edges between ``package``'s own modules, parent packages included."""
+    modules = module_names(root, package)
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        own_parents = {".".join(name.split(".")[:i]) for i in range(1, len(name))}
+        edges = set()
+        for target in imported_names(name, path, set(modules), top_only):
+            parts = target.split(".")
+            for i in range(1, len(parts) + 1):
+                dotted = ".".join(parts[:i])
+                if dotted in modules and dotted not in own_parents and dotted != name:
+                    edges.add(dotted)
+        graph[name] = edges
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle as ``[a, b, ..., a]``, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for module, targets in sorted(graph.items()):
+        layer = module.split(".")[1] if "." in module else None
+        for target in sorted(targets):
+            to = target.split(".")[1] if "." in target else None
+            if to in FORBIDDEN.get(layer or "", ()):
+                bad.append(f"{module} -> {target}")
+    return bad
+
+
+def engine_violations(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    sampling = f"{PACKAGE}.sampling"
+    for module, targets in sorted(graph.items()):
+        if not module.startswith(sampling + "."):
+            continue
+        own = module.removeprefix(sampling + ".")
+        allowed = (
+            ENGINE_MAY_IMPORT | ENGINE_EXTRA.get(own, set())
+            if own in ENGINES
+            else set()
+            if own in ("base", "server_args")
+            else None
+        )
+        if allowed is None:
+            continue
+        for target in sorted(targets):
+            if target.startswith(sampling + "."):
+                if target.removeprefix(sampling + ".") not in allowed:
+                    bad.append(f"{module} -> {target}")
+    return bad
+
+
+def heavy_imports(root: Path, package: str, sub: str) -> list[str]:
+    modules = module_names(root, package)
+    bad = []
+    for name, path in modules.items():
+        if not name.startswith(f"{package}.{sub}"):
+            continue
+        for target in imported_names(name, path, set(modules), top_only=True):
+            if target.split(".")[0] in HEAVY_STATIC:
+                bad.append(f"{name} imports {target} at module level")
+    return bad
+
+
+# -- the checks on the package ------------------------------------------------
+
+
+def test_no_import_circle():
+    cycle = find_cycle(import_graph(ROOT, PACKAGE))
+    assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def test_subpackages_import_only_downward():
+    assert layer_violations(import_graph(ROOT, PACKAGE)) == []
+
+
+def test_engines_import_only_the_sampling_interface():
+    graph = import_graph(ROOT, PACKAGE)
+    for engine in ENGINES:
+        assert f"{PACKAGE}.sampling.{engine}" in graph  # the rule names real files
+    assert engine_violations(graph) == []
+
+
+def test_core_imports_no_heavy_library_at_module_level():
+    assert heavy_imports(ROOT, PACKAGE, "core") == []
+
+
+def test_importing_the_core_loads_no_torch():
+    modules = sorted(
+        name
+        for name in module_names(ROOT, PACKAGE)
+        if name.startswith(PACKAGE + ".core")
+    )
+    assert len(modules) >= 8
+    # One interpreter; after each import, what is loaded (the first module that
+    # shows a library is the one that pulled it in).
+    code = (
+        "import importlib, json, sys\n"
+        f"heavy, out = {set(HEAVY)!r}, {{}}\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    out[name] = sorted({m.split('.')[0] for m in sys.modules} & heavy)\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.splitlines()[-1])
+    assert {name: libs for name, libs in loaded.items() if libs} == {}
+
+
+# -- the checker itself can fail ------------------------------------------------
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_checker_finds_lazy_relative_and_from_package_circles(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/a.py": "def f():\n    from . import b\n",
+            "pkg/b.py": "from pkg.sub import c\n",
+            "pkg/sub/__init__.py": "",
+            "pkg/sub/c.py": "from ..a import f\n",
+        },
+    )
+    graph = import_graph(tmp_path, "pkg")
+    assert graph["pkg.a"] == {"pkg.b"}
+    assert graph["pkg.b"] == {"pkg.sub", "pkg.sub.c"}
+    assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.sub.c", "pkg.a"]
+    assert find_cycle(import_graph(tmp_path, "pkg", top_only=True)) is None
+
+
+def test_checker_follows_parent_packages_but_not_the_importers_own(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/sub/__init__.py": "from pkg.sub import c\n",
+            "pkg/sub/c.py": "import pkg.sub.d\n",
+            "pkg/sub/d.py": "",
+            "pkg/e.py": "import pkg.sub.d\n",
+        },
+    )
+    graph = import_graph(tmp_path, "pkg")
+    assert graph["pkg.sub.c"] == {"pkg.sub.d"}  # pkg.sub is being imported already
+    assert graph["pkg.e"] == {"pkg.sub", "pkg.sub.d"}  # runs pkg/sub/__init__
+    assert find_cycle(graph) is None
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "rule"),
+    [
+        ("core/x.py", "from axolotl_sealong.cli import main\n", "layer"),
+        ("data/x.py", "def f():\n    import axolotl_sealong.demo.run\n", "layer"),
+        ("sampling/hf.py", "from axolotl_sealong.sampling import factory\n", "engine"),
+        ("sampling/base.py", "from axolotl_sealong.sampling.hf import X\n", "engine"),
+        ("core/y.py", "import torch\n", "heavy"),
+        ("core/z.py", "try:\n    from transformers import A\nexcept: pass\n", "heavy"),
+    ],
+)
+def test_each_rule_catches_a_bad_import(tmp_path, module, line, rule):
+    files = {
+        f"{PACKAGE}/__init__.py": "",
+        **{f"{PACKAGE}/{sub}/__init__.py": "" for sub in ("core", "sampling")},
+        f"{PACKAGE}/cli/main.py": "",
+        f"{PACKAGE}/demo/run.py": "",
+        f"{PACKAGE}/sampling/factory.py": "",
+        f"{PACKAGE}/sampling/hf.py": "",
+        f"{PACKAGE}/core/ok.py": "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    import torch\ndef f():\n    import torch\n",
+    }
+    _write(tmp_path, files)
+    graph = import_graph(tmp_path, PACKAGE)
+    clean = (layer_violations(graph), engine_violations(graph))
+    assert clean == ([], []) and heavy_imports(tmp_path, PACKAGE, "core") == []
+    _write(tmp_path, {f"{PACKAGE}/{module}": line})
+    graph = import_graph(tmp_path, PACKAGE)
+    found = {
+        "layer": layer_violations(graph),
+        "engine": engine_violations(graph),
+        "heavy": heavy_imports(tmp_path, PACKAGE, "core"),
+    }
+    assert found[rule], f"{rule} rule missed {line!r} in {module}"
