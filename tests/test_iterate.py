@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from axolotl_support import TINY_LORA_TRAINING
 
 from axolotl_sealong.core.diagnostics import label_free_signals, pairs_by_gap
 from axolotl_sealong.demo import iterate, report as demo_report
@@ -100,19 +101,7 @@ def _recipe(tmp: Path, model: Path, n_questions: int = 8, **extra: Any) -> dict:
         "rl": "orpo",
         "orpo_alpha": 0.1,
         "remove_unused_columns": False,
-        "adapter": "lora",
-        "lora_r": 4,
-        "lora_alpha": 8,
-        "lora_dropout": 0.0,
-        "lora_target_linear": True,
-        "micro_batch_size": 1,
-        "gradient_accumulation_steps": 1,
-        "num_epochs": 1,
-        "max_steps": 2,
-        "optimizer": "adamw_torch",
-        "learning_rate": 1e-4,
-        "bf16": False,
-        "fp16": False,
+        **TINY_LORA_TRAINING,
         "dataset_num_proc": 1,
         "save_safetensors": True,
         "dataset_prepared_path": str(tmp / "ignored_prepared"),

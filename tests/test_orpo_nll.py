@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from axolotl_support import TINY_LORA_TRAINING
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -204,19 +205,7 @@ def loaded(tiny_llama_dir: Path, tmp_path: Path) -> Any:
         "datasets": [{"path": str(data), "ds_type": "json", "split": "train"}],
         "chat_template": "tokenizer_default",
         "sequence_len": 256,
-        "adapter": "lora",
-        "lora_r": 4,
-        "lora_alpha": 8,
-        "lora_dropout": 0.0,
-        "lora_target_linear": True,
-        "micro_batch_size": 1,
-        "gradient_accumulation_steps": 1,
-        "num_epochs": 1,
-        "max_steps": 2,
-        "optimizer": "adamw_torch",
-        "learning_rate": 1e-4,
-        "bf16": False,
-        "fp16": False,
+        **TINY_LORA_TRAINING,
         "output_dir": str(tmp_path / "out"),
     }
     path = tmp_path / "orpo.yml"

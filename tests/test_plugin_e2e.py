@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from axolotl_support import TINY_LORA_TRAINING
 
 ROOT = Path(__file__).resolve().parents[1]
 AXOLOTL = shutil.which("axolotl") or str(Path(sys.executable).parent / "axolotl")
@@ -57,19 +58,7 @@ def _recipe(tmp: Path, model: Path, mode: str, **extra) -> Path:
         "sealong_cache_dir": str(tmp / "samples"),
         "chat_template": "tokenizer_default",
         "sequence_len": 1024,
-        "adapter": "lora",
-        "lora_r": 4,
-        "lora_alpha": 8,
-        "lora_dropout": 0.0,
-        "lora_target_linear": True,
-        "micro_batch_size": 1,
-        "gradient_accumulation_steps": 1,
-        "num_epochs": 1,
-        "max_steps": 2,
-        "optimizer": "adamw_torch",
-        "learning_rate": 1e-4,
-        "bf16": False,
-        "fp16": False,
+        **TINY_LORA_TRAINING,
         "dataset_num_proc": 1,
         "dataset_prepared_path": str(tmp / "prepared"),
         "output_dir": str(tmp / "out"),
