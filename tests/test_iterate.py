@@ -45,6 +45,12 @@ SYNTH_EVAL = ROOT / "tests" / "data" / "eval" / "synth_eval.jsonl"
             {"guard_mean_similarity": 0.9, "guard_temperature_step": 0.0},
             "--guard-temperature-step 0.0: must be > 0",
         ),
+        ({"union_max_rows": -1}, "--union-max-rows -1: must be >= 0"),
+        (
+            {"union_max_rows": 128},
+            "--union-max-rows 128 bounds .*'previous'.*add --train-from base",
+        ),
+        ({"stop_at_guard_cap": True}, "--stop-at-guard-cap needs the diversity guard"),
     ],
 )
 def test_bad_policies_fail_before_work(change: dict, message: str) -> None:
@@ -435,13 +441,22 @@ def test_report_shows_rounds_vs_previous_signals_and_probes(tmp_path: Path) -> N
                                        "rejected": [0.3]},
             }
         )  # fmt: skip
+    rounds[1]["policy"]["union_rows"] = 5
+    stopped = {
+        "round": 3,
+        "stopped": "guard at its cap T=0.5 and still identical share 0.300 > 0.2",
+        "result_round": 2,
+        "policy": {"temperature": 0.5, "probes": [
+            {"temperature": 0.5, "questions": 64, "identical_share": 0.3,
+             "mean_similarity": 0.9, "trips": ["identical share 0.300 > 0.2"]}]},
+    }  # fmt: skip
     stages = Stages(tmp_path, {"x": 1}, fresh=False)
     stages.run("eval_0", lambda: {"ok": 1})
     report = iterate.build_report(
         tmp_path,
         kind="iterate",
         evals=[ev(before), ev(one), ev(two)],
-        rounds=rounds,
+        rounds=[*rounds, stopped],
         stages=stages,
         command="sealong iterate ...",
         settings={"x": 1},
@@ -457,9 +472,133 @@ def test_report_shows_rounds_vs_previous_signals_and_probes(tmp_path: Path) -> N
     assert "| 1 | 0.3 | 32 | 0.4 | 0.97 | identical share 0.400 > 0.25 |" in text
     assert "| 1 | 0.01-0.1 | 5 | 10.0 | 10.0 |" in text
     assert "gap >= 0.05" in text
+    assert "| 7 |\n| 2 |" in text and "| 7 + 5 older |" in text
+    # a stopped round: no model, no eval; the result is the round before it
+    assert [r["round"] for r in report["rounds"]] == [1, 2]
+    assert report["stopped"]["round"] == 3 and report["after"] == 40.0
+    assert "**Round 3: stopped** before labeling (guard at its cap T=0.5" in text
+    assert "the result is round 2's model" in text
+    assert "| 3 | 0.5 | 64 | 0.3 | 0.9 | identical share 0.300 > 0.2 |" in text
     assert json.loads((tmp_path / "report.json").read_text())["tasks"]["t"]
     assert (tmp_path / "before_after.png").read_bytes()[:4] == b"\x89PNG"
     assert demo_report.render_markdown(report) == text
+
+
+# --------------------------------------------------------------------------- #
+# Bounded union and early stop
+# --------------------------------------------------------------------------- #
+def _label_folder(folder: Path, gaps: list[float | None], tag: str) -> list[dict]:
+    """scored.jsonl + preference.jsonl as the pipeline writes them (None: no pair)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scored, prefs = [], []
+    for i, gap in enumerate(gaps):
+        a, b = f"{tag}{i} yes", f"{tag}{i} no"
+        scored.append(
+            {"samples": [a, b], "scores": [0.9, 0.9 - (gap or 0.0)], "chosen": 0,
+             "rejected": None if gap is None else 1, "gap": gap or 0.0,
+             "skip_reason": "identical" if gap is None else None}
+        )  # fmt: skip
+        if gap is not None:
+            prefs.append(
+                {"chosen": [{"role": "user", "content": f"q{tag}{i}"},
+                            {"role": "assistant", "content": a}],
+                 "rejected": [{"role": "user", "content": f"q{tag}{i}"},
+                              {"role": "assistant", "content": b}]}
+            )  # fmt: skip
+    for name, rows in (("scored.jsonl", scored), ("preference.jsonl", prefs)):
+        (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return prefs
+
+
+def test_row_gaps_and_own_rows_read_the_labels(tmp_path: Path) -> None:
+    prefs = _label_folder(tmp_path, [0.1, None, 0.5, 0.3], "a")
+    gaps = iterate.row_gaps(tmp_path, "orpo")
+    assert [gaps[iterate._row_key(r)] for r in prefs] == [0.1, 0.5, 0.3]
+    assert iterate.own_rows(tmp_path, "orpo", None) == 3
+    assert iterate.own_rows(tmp_path, "orpo", 0.3) == 2
+    assert iterate.own_rows(tmp_path, "sft", 0.3) == 4  # SFT rows: every pick
+    (tmp_path / "preference.jsonl").write_text(json.dumps(prefs[0]) + "\n")
+    with pytest.raises(RuntimeError, match="1 rows in preference.jsonl but 3"):
+        iterate.row_gaps(tmp_path, "orpo")
+
+
+def test_pick_union_keeps_the_largest_gaps_in_file_order() -> None:
+    r1 = [{"id": "1a"}, {"id": "1b"}, {"id": "1c"}]
+    r2 = [{"id": "2a"}, {"id": "2b"}, {"id": "stray"}]
+    gaps1 = {iterate._row_key(r): g for r, g in zip(r1, (0.1, 0.5, 0.3), strict=True)}
+    gaps2 = {iterate._row_key(r): g for r, g in zip(r2[:2], (0.4, 0.05), strict=True)}
+    older = [(1, r1, gaps1), (2, r2, gaps2)]
+    rows, stats = iterate.pick_union(older, 3)
+    assert [r["id"] for r in rows] == ["1b", "1c", "2a"]
+    assert stats == {"rows": 3, "older_rows": 6, "by_round": {"1": 2, "2": 1},
+                     "min_gap": 0.3, "unmatched": 1}  # fmt: skip
+    # a row whose gap is unknown comes last; a budget of 0 keeps nothing
+    assert [r["id"] for r in iterate.pick_union(older, 6)[0]][-1] == "stray"
+    assert iterate.pick_union(older, 5)[0][-1]["id"] == "2b"
+    assert iterate.pick_union(older, 0) == (
+        [], {"rows": 0, "older_rows": 6, "by_round": {"1": 0, "2": 0},
+             "min_gap": None, "unmatched": 1},
+    )  # fmt: skip
+
+
+def test_bounded_union_trains_own_rows_plus_the_best_older_ones(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    policy = RoundPolicy(questions_per_round=4, train_from="base", union_max_rows=4)
+    it = _iteration(tmp_path, tiny_llama_dir, policy)
+    r1 = it.rdir(1)
+    prefs1 = _label_folder(r1 / "labels", [0.2, 0.6, 0.1, 0.4], "r1_")
+    (r1 / "labels" / "train_orpo_seq1024_error.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in prefs1[:3])  # one dropped as too long
+    )
+    own = it.rdir(2) / "labels"
+    _label_folder(own, [0.3, 0.05, 0.2, None], "r2_")
+    labeled = {"folder": str(own), "margin": 0.2}
+    rec = it.stages.run("union_2", lambda: it.union(2, labeled))
+    # 2 own pairs at or above the margin: 2 older rows fill the cap of 4
+    assert (rec["own_rows"], rec["budget"], rec["rows"]) == (2, 2, 2)
+    kept = [json.loads(x) for x in Path(rec["file"]).read_text().splitlines()]
+    assert kept == [prefs1[0], prefs1[1]]  # gaps 0.2 and 0.6 (0.4 never trained)
+    _first, *rest = it.round_config(2)["datasets"]
+    assert [d["path"] for d in rest] == [rec["file"]]
+    # a round whose own rows fill the cap trains on nothing older
+    full = {"folder": str(own), "margin": None}
+    assert it.union(2, full)["rows"] == 1  # 3 own pairs, cap 4
+
+
+def test_the_guard_at_its_cap_stops_the_iteration(
+    tmp_path: Path, tiny_llama_dir: Path
+) -> None:
+    policy = RoundPolicy(
+        guard_identical_share=0.2, guard_max_temperature=0.5, stop_at_guard_cap=True
+    )
+    it = _iteration(tmp_path, tiny_llama_dir, policy)
+    tripped = {"temperature": 0.5, "questions": 32, "identical_share": 0.3,
+               "mean_similarity": 0.9,
+               "trips": ["identical share 0.300 > 0.2"]}  # fmt: skip
+    it.stages.run("guard_2", lambda: {"temperature": 0.5, "probes": [tripped]})
+    result = it.run_round(2)  # the recorded guard decides; nothing may run
+    assert result["stopped"] == (
+        "guard at its cap T=0.5 and still identical share 0.300 > 0.2"
+    )
+    assert result["result_round"] == 1
+    assert "label_2" not in it.stages.state["stages"]
+    # the same probe without the stop rule only warns: the round goes on
+    assert (
+        iterate.Iteration.stop_reason(
+            Iteration(
+                it.recipe,
+                it.out,
+                it.stages,
+                RoundPolicy(guard_identical_share=0.2),
+                EvalSettings(),
+            ),  # fmt: skip
+            {"temperature": 0.5, "probes": [tripped]},
+        )
+        is None
+    )
+    kept = {**tripped, "trips": []}
+    assert it.stop_reason({"temperature": 0.5, "probes": [kept]}) is None
 
 
 # --------------------------------------------------------------------------- #

@@ -24,12 +24,14 @@ def add_policy_flags(parser: argparse.ArgumentParser, defaults: Any) -> None:
     group = parser.add_argument_group("round policies")
     for field in dataclasses.fields(RoundPolicy):
         value = getattr(defaults, field.name)
-        group.add_argument(
-            "--" + field.name.replace("_", "-"),
-            type=type(value),
-            default=value,
-            help=f"{POLICY_HELP[field.name]} (default: {value})",
-        )
+        flag = "--" + field.name.replace("_", "-")
+        text = f"{POLICY_HELP[field.name]} (default: {value})"
+        if isinstance(value, bool):  # --x / --no-x: bool("False") is True
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=value, help=text
+            )
+        else:
+            group.add_argument(flag, type=type(value), default=value, help=text)
 
 
 def policy_from_args(args: argparse.Namespace) -> Any:

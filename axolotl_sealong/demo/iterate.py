@@ -77,6 +77,14 @@ POLICY_HELP: dict[str, str] = {
     "margin_quantile": "pair filter, from round 2 (round 1 is the paper's method, "
     "every pair): drop the pairs whose best-worst MBR score gap is below this "
     "quantile of that round's gaps (0: off; 0.5 keeps the more decided half)",
+    "union_max_rows": "bounded union, with train_from base: round r trains on its "
+    "own pairs plus the older rounds' pairs with the largest MBR gaps, up to this "
+    "many rows in all (the round's own pairs always train; 0: the whole union, "
+    "which grows every round and with it the training time)",
+    "stop_at_guard_cap": "early stop: when the diversity guard is at its cap and the "
+    "probe still trips, the iteration ends before that round labels or trains; the "
+    "last trained round's model is the result (Meta-Rewarding, SRT: self-training "
+    "collapses without early stopping)",
 }
 
 
@@ -93,6 +101,8 @@ class RoundPolicy:
     guard_temperature_step: float = 0.2
     guard_max_temperature: float = 1.0
     margin_quantile: float = 0.0
+    union_max_rows: int = 0
+    stop_at_guard_cap: bool = False
 
     @property
     def guard(self) -> bool:
@@ -120,8 +130,27 @@ class RoundPolicy:
                 f"--margin-quantile {self.margin_quantile}: must be in [0, 1) (0 "
                 "keeps every pair; 0.5 drops the half with the smaller MBR margin)"
             )
+        self._check_union()
+        if self.stop_at_guard_cap and not self.guard:
+            raise ValueError(
+                "--stop-at-guard-cap needs the diversity guard: set "
+                "--guard-identical-share (e.g. 0.2) or --guard-mean-similarity"
+            )
         if self.guard:
             self._check_guard()
+
+    def _check_union(self) -> None:
+        if self.union_max_rows < 0:
+            raise ValueError(
+                f"--union-max-rows {self.union_max_rows}: must be >= 0 (0: the "
+                "whole union; e.g. 128)"
+            )
+        if self.union_max_rows and self.train_from != "base":
+            raise ValueError(
+                f"--union-max-rows {self.union_max_rows} bounds the union of the "
+                f"rounds' pairs, which only --train-from base trains on (it is "
+                f"{self.train_from!r}): add --train-from base or drop the flag"
+            )
 
     def _check_guard(self) -> None:
         if self.guard_probe_questions < 4:
@@ -603,6 +632,77 @@ def margin_threshold(folder: Path, quantile: float) -> float:
     return round(float(np.quantile(gaps, quantile)), 6)
 
 
+def _row_key(row: dict[str, Any]) -> str:
+    return json.dumps(row, sort_keys=True, ensure_ascii=False)
+
+
+def row_gaps(folder: Path, mode: str) -> dict[str, float]:
+    """The best-worst MBR gap behind every training row a labels folder made.
+
+    Rows carry only their messages; ``scored.jsonl`` has the gaps, and
+    ``row_sources`` says which scored row each written row came from.
+    """
+    from axolotl_sealong.core.pipeline import read_rows, row_sources
+    from axolotl_sealong.integrations.axolotl.plugin import ROW_FILE
+
+    scored = read_rows(folder / "scored.jsonl")
+    rows = read_rows(folder / ROW_FILE[mode])
+    sft, prefs = row_sources(scored)
+    src = sft if mode == "sft" else prefs
+    if len(src) != len(rows):
+        raise RuntimeError(
+            f"{folder}: {len(rows)} rows in {ROW_FILE[mode]} but {len(src)} in "
+            "scored.jsonl; the folder is incomplete: relabel that round"
+        )
+    return {
+        _row_key(row): float(scored[i]["gap"]) for row, i in zip(rows, src, strict=True)
+    }
+
+
+def own_rows(folder: Path, mode: str, margin: float | None) -> int:
+    """Rows this round's labels give for training (pairs at or above ``margin``)."""
+    from axolotl_sealong.core.pipeline import read_rows, row_sources
+
+    scored = read_rows(folder / "scored.jsonl")
+    sft, prefs = row_sources(scored)
+    if mode == "sft":
+        return len(sft)
+    floor = float("-inf") if margin is None else margin
+    return sum(1 for i in prefs if scored[i]["gap"] >= floor)
+
+
+def pick_union(
+    older: Sequence[tuple[int, list[dict[str, Any]], dict[str, float]]],
+    budget: int,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The older rounds' rows with the largest MBR gaps, at most ``budget``.
+
+    ``older``: (round, its training rows, their gaps by :func:`row_gaps`). The
+    small-gap half of every round's pairs carried no preference signal on the
+    dev split (docs/iterate_dev_runs.md), so those are the rows to leave out
+    when the union must stay small. Ties go to the earlier round and row; the
+    kept rows stay in file order.
+    """
+    ranked = []
+    unmatched = 0
+    for k, rows, gaps in older:
+        for i, row in enumerate(rows):
+            gap = gaps.get(_row_key(row))
+            unmatched += gap is None
+            ranked.append((-(float("-inf") if gap is None else gap), k, i, row))
+    ranked.sort(key=lambda t: t[:3])
+    keep = sorted(ranked[: max(budget, 0)], key=lambda t: t[1:3])
+    by_round = {str(k): sum(1 for t in keep if t[1] == k) for k, _, _ in older}
+    kept_gaps = [-t[0] for t in keep if t[0] != float("inf")]
+    return [t[3] for t in keep], {
+        "rows": len(keep),
+        "older_rows": len(ranked),
+        "by_round": by_round,
+        "min_gap": round(min(kept_gaps), 6) if kept_gaps else None,
+        "unmatched": unmatched,
+    }
+
+
 # --------------------------------------------------------------------------- #
 # Recipes
 # --------------------------------------------------------------------------- #
@@ -807,7 +907,7 @@ class Iteration:
             keep = [d for d in datasets if d not in self_label_entries(cfg)]
             datasets = [_entry(Path(q["path"]), "axolotl_sealong.self_label"), *keep]
         if self.policy.train_from == "base":
-            datasets += [_entry(Path(f), self.row_type) for f in self.union_files(r)]
+            datasets += [_entry(Path(f), self.row_type) for f in self.union_paths(r)]
         cfg["datasets"] = datasets
         cfg["output_dir"] = str(rdir / ("adapter" if self.lora else "model"))
         cfg["dataset_prepared_path"] = str(rdir / "prepared")
@@ -837,6 +937,56 @@ class Iteration:
                 raise RuntimeError(f"round {k} recorded no training file")
             files.append(found)
         return files
+
+    def union_paths(self, r: int) -> list[str]:
+        """What round r trains on besides its own rows: the bounded union's file
+        once ``union_r`` ran, else every older round's training file."""
+        bounded = self.stages.done(f"union_{r}")
+        if bounded is None:
+            return self.union_files(r)
+        return [bounded["file"]] if bounded["rows"] else []
+
+    def labels_of(self, k: int) -> Path:
+        """The labels folder round k trained from (its margin filter applied)."""
+        rec = self.stages.done(f"train_{k}") or {}
+        folder = rec.get("labels") or (self.stages.done(f"label_{k}") or {}).get(
+            "folder"
+        )
+        if not folder:
+            raise RuntimeError(f"round {k} recorded no labels folder")
+        return Path(folder)
+
+    def union(self, r: int, labeled: dict[str, Any]) -> dict[str, Any]:
+        """Bounded union: older rounds' rows with the largest gaps, up to the cap."""
+        from axolotl_sealong.core.pipeline import read_rows
+        from axolotl_sealong.data.io import write_jsonl
+
+        own = own_rows(Path(labeled["folder"]), self.mode, labeled.get("margin"))
+        budget = max(0, self.policy.union_max_rows - own)
+        older = [
+            (k, read_rows(f), row_gaps(self.labels_of(k), self.mode))
+            for k, f in enumerate(self.union_files(r), start=1)
+        ]
+        rows, stats = pick_union(older, budget)
+        path = write_jsonl(self.rdir(r) / "union.jsonl", rows)
+        LOG.info(
+            "round %d: bounded union: %d own row(s) + %d of the %d older rows "
+            "(largest MBR gaps, >= %s; by round %s) -> %s",
+            r,
+            own,
+            stats["rows"],
+            stats["older_rows"],
+            stats["min_gap"],
+            stats["by_round"],
+            path,
+        )
+        if stats["unmatched"]:
+            LOG.warning(
+                "round %d: %d older row(s) matched no scored row (ranked last)",
+                r,
+                stats["unmatched"],
+            )
+        return {"file": str(path), "own_rows": own, "budget": budget, **stats}
 
     def write_config(self, r: int, name: str, **over: Any) -> Path:
         path = self.rdir(r) / name
@@ -891,6 +1041,21 @@ class Iteration:
         self.stages.run(f"questions_{r}", lambda: self.questions(r))
         guard = self.stages.run(f"guard_{r}", lambda: self.guard(r))
         temperature = guard["temperature"]
+        stop = self.stop_reason(guard)
+        if stop:
+            LOG.warning(
+                "round %d: stopped before labeling (%s): the result is round %d's "
+                "model",
+                r,
+                stop,
+                r - 1,
+            )
+            return {
+                "round": r,
+                "stopped": stop,
+                "result_round": r - 1,
+                "policy": {"temperature": temperature, "probes": guard["probes"]},
+            }
 
         def label() -> dict[str, Any]:
             self.write_config(r, "label.yml", sealong_temperature=temperature)
@@ -920,6 +1085,10 @@ class Iteration:
         labeled = self.stages.run(f"label_{r}", label)
         if "signals" not in labeled:  # recorded before the signals existed
             labeled |= signals_of(Path(labeled["folder"]))
+
+        union = None
+        if self.policy.union_max_rows and self.policy.train_from == "base" and r > 1:
+            union = self.stages.run(f"union_{r}", lambda: self.union(r, labeled))
 
         def train() -> dict[str, Any]:
             over: dict[str, Any] = {"sealong_temperature": temperature}
@@ -952,9 +1121,20 @@ class Iteration:
                 "questions": self.stages.done(f"questions_{r}"),
                 "train_from": self.policy.train_from,
                 "training_rows": trained.get("training_rows"),
+                "union_rows": trained.get("union_rows"),
+                "union": union,
             },
             **labeled,
         }
+
+    def stop_reason(self, guard: dict[str, Any]) -> str | None:
+        """Early stop: the guard ended at its cap with the probe still tripping."""
+        probes = guard.get("probes") or []
+        if not (self.policy.stop_at_guard_cap and probes and probes[-1]["trips"]):
+            return None
+        return f"guard at its cap T={guard['temperature']:g} and still " + "; ".join(
+            probes[-1]["trips"]
+        )
 
     def train_record(
         self, r: int, cmd: list[str], before: list[Path]
@@ -970,10 +1150,13 @@ class Iteration:
             "labels": str(folder),
             "train_file": str(files[-1]) if files else None,
             "training_rows": rows,
-            "union_files": self.union_files(r)
+            "union_files": self.union_paths(r)
             if self.policy.train_from == "base"
             else [],
         }
+        rec["union_rows"] = sum(
+            len(Path(f).read_text().splitlines()) for f in rec["union_files"]
+        )
         key = "adapter" if self.lora else "model"
         rec[key] = cfg["output_dir"]
         return rec
@@ -1000,6 +1183,8 @@ class Iteration:
         results = []
         for r in range(1, rounds + 1):
             results.append(self.run_round(r))
+            if results[-1].get("stopped"):
+                break
             if self.evals.tasks:
                 evals.append(
                     self.stages.run(f"eval_{r}", lambda: self.evaluate(r))  # noqa: B023
@@ -1060,6 +1245,8 @@ def build_report(
 ) -> dict[str, Any]:
     """``report.json`` / ``report.md`` / PNGs of a run (demo or iterate)."""
     per_task = eval_rows(evals, seed)
+    stopped = next((r for r in rounds if r.get("stopped")), None)
+    rounds = [r for r in rounds if not r.get("stopped")]
     seconds = stages.seconds()
     seconds["total"] = round(sum(seconds.values()), 1)
     report: dict[str, Any] = {"kind": kind}
@@ -1085,6 +1272,7 @@ def build_report(
         "rounds": [
             {k: v for k, v in r.items() if k != "score_distribution"} for r in rounds
         ],
+        "stopped": stopped,
         "settings": settings,
         **(extra or {}),
         "machine": machine(),
@@ -1134,7 +1322,8 @@ def run_iterate(
     }
     if fresh and out.exists():
         (out / STATE_FILE).unlink(missing_ok=True)
-    stages = Stages(out, settings, fresh)
+    # runs recorded before a policy existed resume with it off (its default)
+    stages = Stages(out, settings, fresh, legacy=policy_settings(RoundPolicy()))
     it = Iteration(
         recipe,
         out,
@@ -1165,7 +1354,8 @@ def run_iterate(
 
 
 def round_stage_names(r: int) -> list[str]:
-    return [f"{s}_{r}" for s in ("questions", "guard", "label", "train", "merge")]
+    names = ("questions", "guard", "label", "union", "train", "merge")
+    return [f"{s}_{r}" for s in names]
 
 
 def adopt_rounds(

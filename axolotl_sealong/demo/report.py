@@ -272,15 +272,36 @@ def _eval_section(report: Mapping[str, Any]) -> list[str]:
                 f"Round {i} vs round {i - 1}: {p['gain']:+.1f}, 95 % CI "
                 f"{_fmt_ci(p['gain_ci95'])}: {_verdict(p)}."
             )
+        lines += _stopped_lines(report.get("stopped"))
         lines += ["", "![before/after](before_after.png)", ""]
     return lines
+
+
+def _stopped_lines(stopped: Mapping[str, Any] | None) -> list[str]:
+    if not stopped:
+        return []
+    r, prev = stopped["round"], stopped["result_round"]
+    return [
+        f"**Round {r}: stopped** before labeling ({stopped['stopped']}; "
+        "`--stop-at-guard-cap`). No round-"
+        f"{r} model was trained or evaluated: the result is round {prev}'s model.",
+    ]
+
+
+def _training_rows(pol: Mapping[str, Any]) -> str:
+    own, older = pol.get("training_rows"), pol.get("union_rows")
+    if own is None or not older:
+        return _cell(own)
+    return f"{own} + {older} older"
 
 
 def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _signals_section(rounds: Sequence[Mapping[str, Any]]) -> list[str]:
+def _signals_section(
+    rounds: Sequence[Mapping[str, Any]], stopped: Mapping[str, Any] | None = None
+) -> list[str]:
     """What each round's samples said without gold answers, and what was decided."""
     lines = [
         "## Label-free signals and round policies",
@@ -309,11 +330,16 @@ def _signals_section(rounds: Sequence[Mapping[str, Any]]) -> list[str]:
             f"{sig.get('distinct_samples', '')} | {gap.get('p25', '')} / "
             f"{gap.get('p50', '')} / {gap.get('p75', '')} | {r.get('pairs', '')} | "
             f"{'' if margin is None else f'gap >= {margin}'} | "
-            f"{_cell(pol.get('training_rows'))} |"
+            f"{_training_rows(pol)} |"
+        )
+    if stopped:
+        lines.append(
+            f"| {stopped['round']} | stopped before labeling: "
+            f"{stopped['stopped']} |  |  |  |  |  |  |  |  |"
         )
     probes = [
         (r["round"], p)
-        for r in rounds
+        for r in [*rounds, *([stopped] if stopped else [])]
         for p in (r.get("policy") or {}).get("probes", [])
     ]
     if probes:
@@ -401,7 +427,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     rounds = report["rounds"]
     lines = _header(report) + _eval_section(report)
     if rounds:
-        lines += _signals_section(rounds) + _gold_section(rounds)
+        lines += _signals_section(rounds, report.get("stopped"))
+        lines += _gold_section(rounds)
     adopted = report.get("adopted_stages")
     lines += [
         "## Wall clock (seconds)",
