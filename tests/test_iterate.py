@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -354,6 +355,13 @@ def test_stages_accept_a_run_recorded_before_a_setting_existed(tmp_path: Path) -
         Stages(tmp_path, {"a": 1, "guard": 0.3}, fresh=False, legacy=legacy)
 
 
+def test_stages_resume_with_tuple_settings(tmp_path: Path) -> None:
+    """EvalSettings hold tuples; state.json lists. A resume once refused them."""
+    settings = {"eval": dataclasses.asdict(EvalSettings(tasks=("t",), args=("-x",)))}
+    Stages(tmp_path, settings, fresh=False).run("s", lambda: {"x": 1})
+    assert Stages(tmp_path, settings, fresh=False).done("s") == {"x": 1}
+
+
 def test_from_run_adopts_earlier_rounds_only_when_setup_matches(
     tmp_path: Path, tiny_llama_dir: Path
 ) -> None:
@@ -609,23 +617,25 @@ def test_the_guard_at_its_cap_stops_the_iteration(
 def test_iterate_two_rounds_on_a_user_recipe(
     tmp_path: Path, tiny_llama_dir: Path
 ) -> None:
-    """Fresh questions, union from the base, adapter sampling, guard, margin, eval."""
+    """Fresh questions, bounded union from the base, adapter sampling, guard,
+    margin, eval; then the same round 2 under the early stop."""
     config = tmp_path / "recipe.yml"
     config.write_text(yaml.safe_dump(_recipe(tmp_path, tiny_llama_dir)))
     out = tmp_path / "run"
     metadata = json.dumps({"synth_eval_path": str(SYNTH_EVAL), "max_gen_toks": 4})
-    done = _cli(
-        "iterate", "--config", str(config), "--out", str(out), "--rounds", "2",
+    flags = (
+        "--config", str(config), "--rounds", "2",
         "--questions-per-round", "4", "--train-from", "base",
         "--sample-with", "adapter",
         # a random model's samples never look alike: a threshold they always
         # pass makes the guard climb to its cap, for real
         "--guard-mean-similarity", "0.01", "--guard-probe-questions", "4",
         "--guard-temperature-step", "0.3", "--guard-max-temperature", "1.0",
-        "--margin-quantile", "0.5",
+        "--margin-quantile", "0.5", "--union-max-rows", "3",
         "--eval-tasks", "sealong_synth",
         f"--eval-args=--metadata {shlex.quote(metadata)} --gen_kwargs max_gen_toks=4",
     )  # fmt: skip
+    done = _cli("iterate", "--out", str(out), *flags)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     report = json.loads((out / "report.json").read_text())
     state = json.loads((out / "state.json").read_text())["stages"]
@@ -651,7 +661,18 @@ def test_iterate_two_rounds_on_a_user_recipe(
     assert "sealong_margin" not in yaml.safe_load(
         (out / "round1" / "train.yml").read_text()
     )
-    assert cfg2["datasets"][1]["path"] == state["train_1"]["result"]["train_file"]
+    # bounded union: round 2's own pairs + round 1's largest-gap rows, <= 3 in all
+    union = state["union_2"]["result"]
+    assert (
+        cfg2["datasets"][1]["path"]
+        == union["file"]
+        == str(out / "round2" / "union.jsonl")
+    )
+    older = Path(state["train_1"]["result"]["train_file"]).read_text().splitlines()
+    kept = Path(union["file"]).read_text().splitlines()
+    assert set(kept) <= set(older)
+    assert len(kept) == min(len(older), 3 - union["own_rows"])
+    assert r2["policy"]["union_rows"] == len(kept)
     assert r2["policy"]["training_rows"] <= r2["pairs"]
     # label-free signals and gold diagnostics per round; eval with the adapter
     for r in (r1, r2):
@@ -661,6 +682,27 @@ def test_iterate_two_rounds_on_a_user_recipe(
     assert [e["label"] for e in report["evals"]] == ["before", "round 1", "round 2"]
     assert report["evals"][2]["gain_vs_previous"]["gain_ci95"]
     assert "## Label-free signals" in (out / "report.md").read_text()
+
+    # the same round 2 under --stop-at-guard-cap: the guard ends at its cap still
+    # tripping, so the iteration stops before round 2 labels; round 1 is the result
+    stop = tmp_path / "stop"
+    args = ("iterate", "--out", str(stop), *flags, "--stop-at-guard-cap",
+            "--from-run", str(out), "--from-round", "2")  # fmt: skip
+    done = _cli(*args)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    state = json.loads((stop / "state.json").read_text())["stages"]
+    assert "guard_2" in state and "train_1" in state
+    assert not {"label_2", "union_2", "train_2", "eval_2"} & set(state)
+    report = json.loads((stop / "report.json").read_text())
+    assert report["stopped"]["round"] == 2 and report["stopped"]["result_round"] == 1
+    assert [e["label"] for e in report["evals"]] == ["before", "round 1"]
+    assert "**Round 2: stopped** before labeling" in (stop / "report.md").read_text()
+    again = _cli(*args)  # resumes to the same decision, probing nothing
+    assert again.returncode == 0
+    assert "guard probe" not in again.stderr
+    assert (
+        json.loads((stop / "report.json").read_text())["stopped"] == (report["stopped"])
+    )
 
 
 def test_a_round_recorded_by_the_old_demo_resumes_without_rerunning(

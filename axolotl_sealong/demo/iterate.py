@@ -224,6 +224,9 @@ class Stages:
             if dataclasses.is_dataclass(settings) and not isinstance(settings, type)
             else dict(settings)
         )
+        # as state.json holds them (tuples become lists), so a resume compares
+        # like with like
+        wanted = json.loads(json.dumps(wanted))
         if self.path.exists() and not fresh:
             state = json.loads(self.path.read_text())
             old = {**(legacy or {}), **state.get("settings", {})}
