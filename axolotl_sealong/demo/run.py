@@ -304,15 +304,21 @@ class TrainPool:
 # The policies as the pre-registered protocol 2 ran them: a plain repeat. A run
 # recorded before the policies existed resumes only under these.
 LEGACY_POLICY = iterate.RoundPolicy()
-# Chosen on the dev split (docs/iterate_dev_runs.md, D2), fixed by protocol 3 of
-# docs/demo_preregistration.md before its held-out run: fresh questions each
-# round, the diversity guard, the margin filter and training the base on the
-# union. They act from round 2; round 1 is the same under either policy.
+# Chosen on the dev split (docs/iterate_dev_runs.md: D2, then D4-D5), fixed by
+# protocol 4 of docs/demo_preregistration.md before its held-out run: fresh
+# questions each round, the diversity guard (64 probe questions, capped at
+# T=0.5), the early stop when the guard at its cap still trips, the margin
+# filter, and training the base on a union bounded to 128 rows. They act from
+# round 2; round 1 is the same under every policy.
 DEMO_POLICY = iterate.RoundPolicy(
     questions_per_round=DemoSettings().num_train,
     train_from="base",
     guard_identical_share=0.2,
+    guard_probe_questions=64,
+    guard_max_temperature=0.5,
     margin_quantile=0.5,
+    union_max_rows=128,
+    stop_at_guard_cap=True,
 )
 
 
