@@ -697,6 +697,7 @@ def test_iterate_two_rounds_on_a_user_recipe(
     assert report["stopped"]["round"] == 2 and report["stopped"]["result_round"] == 1
     assert [e["label"] for e in report["evals"]] == ["before", "round 1"]
     assert "**Round 2: stopped** before labeling" in (stop / "report.md").read_text()
+    assert "round 2: stopped before labeling (guard at its cap" in done.stdout
     again = _cli(*args)  # resumes to the same decision, probing nothing
     assert again.returncode == 0
     assert "guard probe" not in again.stderr

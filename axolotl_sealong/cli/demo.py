@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axolotl_sealong.cli.iterate import policy_from_args
+    from axolotl_sealong.cli.iterate import policy_from_args, print_stop
     from axolotl_sealong.demo.run import DemoSettings, run_demo
 
     settings = DemoSettings(
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         command=command,
     )
     split = "held-out" if settings.eval_split == "eval" else "dev-split"
+    print_stop(report)
     print(
         f"{split} SubEM {report['before']:.1f} -> {report['after']:.1f} "
         f"(gain {report['gain']:+.1f}, 95% CI {report['gain_ci95'][0]:+.1f} to "

@@ -34,6 +34,16 @@ def add_policy_flags(parser: argparse.ArgumentParser, defaults: Any) -> None:
             group.add_argument(flag, type=type(value), default=value, help=text)
 
 
+def print_stop(report: dict[str, Any]) -> None:
+    """The early stop, on the terminal too: the result is an earlier round's."""
+    stopped = report.get("stopped")
+    if stopped:
+        print(
+            f"round {stopped['round']}: stopped before labeling ({stopped['stopped']}"
+            f"); the result is round {stopped['result_round']}'s model"
+        )
+
+
 def policy_from_args(args: argparse.Namespace) -> Any:
     from axolotl_sealong.demo.iterate import RoundPolicy
 
@@ -143,5 +153,6 @@ def run(args: argparse.Namespace) -> int:
     for task, rows in (report.get("tasks") or {}).items():
         line = " -> ".join(f"{r['subem']:.1f}" for r in rows)
         print(f"{task}: {line} (before, then per round)")
+    print_stop(report)
     print(f"report: {args.out / 'report.md'}")
     return 0
