@@ -14,8 +14,10 @@ answers to those questions, its samples agreed (56 of 128 questions gave 8
 identical samples), and the pairs left were near-random. The round policies
 (:class:`RoundPolicy`) are what published iterative self-training does about
 it: fresh questions each round, a label-free diversity guard on the sampling
-temperature, a pair filter by MBR margin, and training from the base model on
-the union of all rounds' pairs instead of continuing from the last round.
+temperature, a pair filter by MBR margin, training from the base model on the
+union of all rounds' pairs (optionally bounded to the largest-gap rows) instead
+of continuing from the last round, and an early stop when the guard at its cap
+still finds the samples agreeing too much.
 Each round logs label-free signals (how much the samples agree) next to the
 gold-answer diagnostics (when the questions carry answers).
 """
