@@ -14,8 +14,8 @@ if [ "${SEALONG_SKIP_VLLM:-0}" != "1" ]; then
 fi
 VENV=${SEALONG_VENV:-.venv}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 AXOLOTL_DO_NOT_TRACK=1
-"$VENV/bin/ruff" check axolotl_sealong tests
-"$VENV/bin/ruff" format --check axolotl_sealong tests
+"$VENV/bin/ruff" check axolotl_sealong tests lm_eval_tasks scripts
+"$VENV/bin/ruff" format --check axolotl_sealong tests lm_eval_tasks scripts
 "$VENV/bin/mypy"
 "$VENV/bin/python" -m pytest -q "$@"
 # The in-process vllm engine and the openai engine against a real `vllm serve`

@@ -1,5 +1,6 @@
-"""Task hooks for lm-eval; the logic lives in ``axolotl_sealong.integrations.lm_eval.tasks``.
+"""Task hooks for lm-eval.
 
+The logic lives in ``axolotl_sealong.integrations.lm_eval.tasks``.
 lm-eval loads this file by path for every ``!function utils.*`` reference, so it
 stays a thin layer of plain functions over the installed package.
 """
