@@ -140,7 +140,10 @@ def test_server_args_on_a_gpu_from_the_vllm_settings(tmp_path):
     assert args[:4] == ["--model", "/models/llama", "--tokenizer", "/models/llama"]
     assert _flag(args, "--host") == "127.0.0.1" and _flag(args, "--port") == "8123"
     assert _flag(args, "--served-model-name") == ss.SERVED_NAME
-    assert _flag(args, "--tensor-parallel-size") == "4"  # every GPU it sees
+    # the plan's sizes (tests/test_gpu_plan.py); unset: one GPU per engine
+    assert _flag(args, "--tensor-parallel-size") == "1"
+    assert "--data-parallel-size" not in args
+    assert "--disable-custom-all-reduce" not in args
     assert _flag(args, "--gpu-memory-utilization") == "0.9"
     assert _flag(args, "--max-model-len") == "32768"
     assert _flag(args, "--max-num-seqs") == "64"
@@ -152,9 +155,20 @@ def test_server_args_on_a_gpu_from_the_vllm_settings(tmp_path):
     assert "--enforce-eager" not in args
     assert "--no-enable-chunked-prefill" not in args
     assert "--enable-lora" not in args
-    tp2 = ss.server_args("/m", GPU, port=1, tensor_parallel_size=2, enforce_eager=True)
+    tp2 = ss.server_args(
+        "/m", GPU, port=1, tensor_parallel_size=2, data_parallel_size=2,
+        enforce_eager=True,
+    )  # fmt: skip
     assert _flag(tp2, "--tensor-parallel-size") == "2" and "--enforce-eager" in tp2
+    assert _flag(tp2, "--data-parallel-size") == "2"
+    # TP > 1: vLLM's custom all-reduce breaks on Axolotl's allocator settings
+    assert "--disable-custom-all-reduce" in tp2
     assert _flag(tp2, "--gpu-memory-utilization") == "0.85"
+    dp8 = ss.server_args(
+        "/m", GPU, port=1, tensor_parallel_size=1, data_parallel_size=8
+    )
+    assert _flag(dp8, "--data-parallel-size") == "8"
+    assert "--disable-custom-all-reduce" not in dp8
 
 
 def test_server_args_on_a_cpu_and_extra_args_come_last():
@@ -370,28 +384,6 @@ def test_a_dead_server_fails_at_once_instead_of_after_every_retry(tiny_tokenizer
     assert len(got) == 1 and time.monotonic() - t0 < 10  # not 50 retries
 
 
-def test_gpu_memory_wait_until_the_servers_pids_and_memory_are_gone():
-    """A scripted nvidia-smi: no GPU here."""
-    readings = iter(
-        [
-            ({101, 102, 7}, [70000, 70000]),  # server still listed
-            ({7}, [40000, 1000]),  # gone from the list, memory not yet back
-            ({7}, [1500, 900]),  # back to before (+ slack)
-        ]
-    )
-    waited = ss.wait_gpu_memory_released(
-        {101, 102}, [1000, 800], query=lambda: next(readings), poll=0.01
-    )
-    assert waited is not None
-    with pytest.raises(StopIteration):
-        next(readings)  # it read all three
-    stuck = ss.wait_gpu_memory_released(
-        {101}, [1000], query=lambda: ({101}, [9000]), timeout=0.05, poll=0.01
-    )
-    assert stuck is None
-    assert ss.wait_gpu_memory_released({1}, None, query=lambda: None) == 0.0
-
-
 def test_sampler_from_config_hands_the_server_its_settings(tmp_path, monkeypatch):
     from axolotl_sealong.sampling import factory as sampling
 
@@ -406,6 +398,9 @@ def test_sampler_from_config_hands_the_server_its_settings(tmp_path, monkeypatch
         model="m", sampler="vllm_server", vllm_server_python="/v/bin/python",
         vllm_server_args="--kv-cache-dtype fp8", vllm_server_port=8011,
         vllm_server_start_timeout=60, vllm_tensor_parallel_size=2,
+        vllm_data_parallel_size=4, vllm_server_gpu_release_timeout=90,
+        vllm_server_gpu_release_on_timeout="continue", num_samples=16,
+        max_new_tokens=512,
         vllm_max_num_seqs=32, openai_concurrency=3, max_model_len=4096, seed=5,
     )  # fmt: skip
     sampling.sampler_from_config(cfg, log_dir=tmp_path)
@@ -415,3 +410,6 @@ def test_sampler_from_config_hands_the_server_its_settings(tmp_path, monkeypatch
     assert seen["tensor_parallel_size"] == 2 and seen["max_num_seqs"] == 32
     assert seen["concurrency"] == 3 and seen["max_model_len"] == 4096
     assert seen["seed"] == 5 and seen["adapter"] is None
+    assert seen["data_parallel_size"] == 4 and seen["gpu_release_timeout"] == 90
+    assert seen["gpu_release_on_timeout"] == "continue"
+    assert seen["num_samples"] == 16 and seen["max_new_tokens"] == 512

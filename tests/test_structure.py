@@ -45,7 +45,7 @@ FORBIDDEN = {
     "bench": {"cli"},
 }
 ENGINES = ("hf", "vllm", "openai", "server")
-ENGINE_MAY_IMPORT = {"base", "server_args"}
+ENGINE_MAY_IMPORT = {"base", "server_args", "cuda_env", "parallel"}
 # vllm_server = a managed `vllm serve` sampled through the openai engine.
 ENGINE_EXTRA = {"server": {"openai"}}
 HEAVY = ("torch", "transformers", "axolotl", "vllm", "trl", "peft")

@@ -29,6 +29,26 @@ YAML_PREFIX = "sealong_"
 # Settings never written to disk, logged or hashed (shown as "***" when set).
 SECRET_FIELDS = ("openai_api_key",)
 SECRET_MASK = "***"
+# Settings that decide how and where sampling runs, never what is sampled or how
+# it is scored: the sample cache's key leaves them out, and so does the labels
+# folder's (a rerun with another parallel plan, port or timeout reuses its labels).
+RUNTIME_FIELDS = (
+    "cache_dir",
+    "vllm_tensor_parallel_size",
+    "vllm_data_parallel_size",
+    "vllm_gpu_memory_utilization",
+    "vllm_enforce_eager",
+    "vllm_max_num_seqs",
+    "vllm_server_python",
+    "vllm_server_port",
+    "vllm_server_start_timeout",
+    "vllm_server_gpu_release_timeout",
+    "vllm_server_gpu_release_on_timeout",
+    "openai_concurrency",
+    "openai_timeout",
+    "openai_retries",
+    "openai_backoff",
+)
 # Keys of the Axolotl plugin alone (args.py): how to train on the labeled rows.
 PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long", "orpo_nll")
 # How the embedder treats outputs longer than its window (embedder.py implements them).
@@ -131,8 +151,16 @@ class LabelConfig(BaseModel):
     )
     vllm_tensor_parallel_size: int | None = Field(
         default=None,
-        description="vllm engine: GPUs one model is split over (default: all "
-        "visible GPUs; 1 on CPU).",
+        description="vllm and vllm_server engines: GPUs one model replica is split "
+        "over. Unset: the parallel plan picks the smallest size that fits one "
+        "replica and that the model's heads allow (1 for a model that fits one "
+        "GPU; 1 on CPU). A size vLLM would refuse is refused before start-up.",
+    )
+    vllm_data_parallel_size: int | None = Field(
+        default=None,
+        description="vllm_server engine: model replicas the server runs (vLLM's "
+        "--data-parallel-size). Unset: as many as the visible GPUs hold at the "
+        "tensor-parallel size (one per GPU for a model that fits one GPU).",
     )
     vllm_gpu_memory_utilization: float | None = Field(
         default=None,
@@ -168,6 +196,18 @@ class LabelConfig(BaseModel):
     vllm_server_port: int | None = Field(
         default=None,
         description="vllm_server engine: port on 127.0.0.1 (unset: a free one).",
+    )
+    vllm_server_gpu_release_timeout: float = Field(
+        default=300.0,
+        description="vllm_server engine on CUDA: seconds to wait, after the server "
+        "stops, until the visible GPUs' memory is back to what it was before it "
+        "started (training needs it).",
+    )
+    vllm_server_gpu_release_on_timeout: Literal["error", "continue"] = Field(
+        default="error",
+        description="vllm_server engine: when that wait runs out, stop with an "
+        "error naming the processes and memory (error), or warn and let training "
+        "start anyway (continue).",
     )
     vllm_server_start_timeout: float = Field(
         default=1800.0,
@@ -314,6 +354,7 @@ class LabelConfig(BaseModel):
         "hf_batch_questions",
         "openai_concurrency",
         "vllm_tensor_parallel_size",
+        "vllm_data_parallel_size",
         "vllm_max_num_seqs",
         "max_questions",
         "max_model_len",
@@ -355,7 +396,12 @@ class LabelConfig(BaseModel):
         parse_server_args(v, named=False)
         return v
 
-    @field_validator("openai_timeout", "openai_backoff", "vllm_server_start_timeout")
+    @field_validator(
+        "openai_timeout",
+        "openai_backoff",
+        "vllm_server_start_timeout",
+        "vllm_server_gpu_release_timeout",
+    )
     @classmethod
     def _seconds(cls, v: float) -> float:
         if v <= 0:

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,12 +276,15 @@ def _sample_missing(
     progress: bool,
     served: str | None = None,
     out_dir: Path | None = None,
+    before_sampling: Callable[[], None] | None = None,
 ) -> tuple[SampleStore, dict[str, list[str]]]:
     """Reuse cached questions, sample the rest, append each as it finishes.
 
     The sampling model is loaded (and freed) here, only when something is
     missing from the cache; a sampler passed in by the caller is left open.
-    A managed server (``vllm_server``) writes its log into ``out_dir``.
+    ``before_sampling`` runs first then (the embedder check: a broken
+    embedder must fail before hours of sampling, not after). A managed
+    server (``vllm_server``) writes its log into ``out_dir``.
     """
     from tqdm.auto import tqdm
 
@@ -301,6 +304,8 @@ def _sample_missing(
     )
     if not todo:
         return store, done
+    if before_sampling is not None:
+        before_sampling()
     store.open_for_append()
     params = SamplingParams(
         n=cfg.num_samples,
@@ -320,11 +325,56 @@ def _sample_missing(
             store.append(req.key, samples)
             done[req.key] = samples
             bar.update(1)
-    finally:
+    except BaseException:
         bar.close()
         if sampler is None:
-            engine.close()
+            _close_quietly(engine)  # the sampling error is the one to report
+        raise
+    bar.close()
+    if sampler is None:
+        engine.close()  # may raise (a server's GPU memory not released)
     return store, done
+
+
+def _close_quietly(engine: Sampler) -> None:
+    try:
+        engine.close()
+    except Exception as err:  # noqa: BLE001 - never hide the original error
+        LOG.warning("closing the %s engine after an error failed: %s", engine.name, err)
+
+
+def probe_embedder(cfg: LabelConfig) -> Any:
+    """Load the embedder on the CPU and embed one sentence: it works, or the
+    run stops now, before any sampling. Returns it, to be reused."""
+    from axolotl_sealong.embedding.embedder import Embedder
+
+    t0 = time.perf_counter()
+    try:
+        embedder = Embedder(
+            cfg.embedder,
+            device="cpu",
+            long_text=cfg.embedder_long_text,
+            batch_size=cfg.embedder_batch_size,
+            trust_remote_code=cfg.embedder_trust_remote_code,
+        )
+        vector = embedder.encode(["The answer is Paris."])
+    except (ValueError, FileNotFoundError):
+        raise  # our own messages name the setting already
+    except Exception as err:  # noqa: BLE001 - any failure of a model's own code
+        raise RuntimeError(
+            f"embedder (sealong_embedder / --embedder) {cfg.embedder!r} failed to "
+            f"load or embed a sentence on the CPU: {type(err).__name__}: {err}. "
+            "Nothing was sampled. Fix the embedder (or choose another) and rerun"
+        ) from err
+    LOG.info(
+        "embedder %s loads and embeds (dimension %d, window %d tokens) in %.1f s; "
+        "checked before sampling",
+        cfg.embedder,
+        vector.shape[1],
+        embedder.max_tokens,
+        time.perf_counter() - t0,
+    )
+    return embedder
 
 
 def build_rows(
@@ -524,12 +574,27 @@ def label(
     kept = _fit_or_fail(questions, tokenizer, max_model_len, cfg, counts, allow_empty)
     t1 = clock()
     served = served_model(cfg, sampler)
-    store, done = _sample_missing(cfg, kept, sampler, counts, progress, served, out)
+    probed: list[Any] = []
+    needs_embeddings = utility_needs_embeddings(cfg.utility) and embedder is None
+    store, done = _sample_missing(
+        cfg,
+        kept,
+        sampler,
+        counts,
+        progress,
+        served,
+        out,
+        before_sampling=(lambda: probed.append(probe_embedder(cfg)))
+        if needs_embeddings
+        else None,
+    )
     seconds["sample"] = clock() - t1
 
     t2 = clock()
     embeddings = None
     if utility_needs_embeddings(cfg.utility) and kept:
+        if embedder is None and probed:
+            embedder = probed[0].to_default_device()  # the GPU is free again
         embedder = embedder or Embedder(
             cfg.embedder,
             long_text=cfg.embedder_long_text,

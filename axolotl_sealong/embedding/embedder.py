@@ -110,6 +110,15 @@ class Embedder:
         specials = self.model.tokenizer.num_special_tokens_to_add(pair=False)
         self.window = max(8, self.max_tokens - specials)
 
+    def to_default_device(self) -> Embedder:
+        """Move to where a plain load would have put it (a GPU if there is
+        one); the embedder checked on the CPU before sampling is reused."""
+        import torch
+
+        if torch.cuda.is_available():
+            self.model.to("cuda")
+        return self
+
     def windows(self, texts: Sequence[str]) -> tuple[list[str], list[int], list[int]]:
         """Split texts into windows; returns windows, owner index, token count."""
         enc = self.model.tokenizer(

@@ -105,11 +105,15 @@ def sampler_from_config(cfg: Any, log_dir: Any = None) -> Sampler:
     options: dict[str, Any] = {}
     vllm_options = {
         "tensor_parallel_size": cfg.vllm_tensor_parallel_size,
+        "data_parallel_size": cfg.vllm_data_parallel_size,
         "gpu_memory_utilization": cfg.vllm_gpu_memory_utilization,
         "enforce_eager": cfg.vllm_enforce_eager,
         "enable_prefix_caching": cfg.vllm_enable_prefix_caching,
         "max_num_seqs": cfg.vllm_max_num_seqs,
         "seed": cfg.seed,
+        # the parallel plan sizes the KV cache of one question's samples
+        "num_samples": cfg.num_samples,
+        "max_new_tokens": cfg.max_new_tokens,
     }
     client_options = {
         "concurrency": cfg.openai_concurrency,
@@ -134,6 +138,8 @@ def sampler_from_config(cfg: Any, log_dir: Any = None) -> Sampler:
             "server_args_extra": cfg.vllm_server_args,
             "port": cfg.vllm_server_port,
             "start_timeout": cfg.vllm_server_start_timeout,
+            "gpu_release_timeout": cfg.vllm_server_gpu_release_timeout,
+            "gpu_release_on_timeout": cfg.vllm_server_gpu_release_on_timeout,
             "log_dir": log_dir,
         }
     elif engine == "openai":

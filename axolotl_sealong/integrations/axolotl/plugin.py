@@ -298,11 +298,13 @@ def _release_cuda_cache() -> None:
 
 
 def labels_key(label_cfg: LabelConfig, question_keys: list[str]) -> str:
-    """The labels folder's name: every setting (no secret), the weights, the data.
+    """The labels folder's name: the settings (no secret), the weights, the data.
 
     The sample cache has its own, narrower key (``pipeline.sample_key_parts``);
-    this one covers every setting, since scoring and selection settings change
-    the rows too. Secrets (``openai_api_key``) are never part of it. With the
+    this one covers every setting but the runtime ones (``RUNTIME_FIELDS``:
+    parallel plan, ports, timeouts, which the sample cache ignores too), since
+    scoring and selection settings change the rows too. Secrets
+    (``openai_api_key``) are never part of it. With the
     openai engine and ``openai_model`` unset, the name the server serves is not
     part of it either (training must not need the labeling server): a reused
     folder is checked against it instead (``check_reused_labels``).
@@ -312,10 +314,11 @@ def labels_key(label_cfg: LabelConfig, question_keys: list[str]) -> str:
         path_fingerprint,
         stable_hash,
     )
+    from axolotl_sealong.core.config import RUNTIME_FIELDS
 
     return stable_hash(
         [
-            label_cfg.hashable_settings(exclude=("cache_dir",)),
+            label_cfg.hashable_settings(exclude=RUNTIME_FIELDS),
             model_fingerprint(label_cfg.model, label_cfg.model_revision),
             path_fingerprint(label_cfg.adapter),
             question_keys,
