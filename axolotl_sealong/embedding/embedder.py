@@ -32,7 +32,8 @@ def check_embedder(name_or_path: str, trust_remote_code: bool = False) -> str:
 
     Returns the local path or hub id to load. A missing folder, a folder that
     is no model, an unknown ``embedded:`` name, a hub id the offline hub does
-    not have, or jina-embeddings-v3 (which runs its own code) without
+    not have, or an embedder that runs its own code (jina-embeddings-v3, or
+    any whose config.json, local or cached, has an ``auto_map``) without
     ``embedder_trust_remote_code`` raises an error naming the setting.
     """
     setting = "embedder (sealong_embedder / --embedder)"
@@ -47,8 +48,8 @@ def check_embedder(name_or_path: str, trust_remote_code: bool = False) -> str:
             f"{setting} {name_or_path!r} runs code from its repository "
             "(trust_remote_code): set embedder_trust_remote_code: true "
             "(sealong_embedder_trust_remote_code / --embedder-trust-remote-code "
-            "true) if you trust it, as the paper's recipes do, or use another "
-            "embedder"
+            "true) if you trust it, or use one that needs no remote code "
+            "(e.g. BAAI/bge-m3, see docs/labeling.md)"
         )
     return resolved
 
@@ -56,19 +57,62 @@ def check_embedder(name_or_path: str, trust_remote_code: bool = False) -> str:
 def needs_remote_code(name_or_path: str) -> bool:
     """Whether the model's code lives in its repository (``auto_map``).
 
-    jina-embeddings-v3 does; a local folder says so in its config.json.
+    The hub id ``jinaai/jina-embeddings-v3`` does, cached or not. Otherwise
+    the model's config.json decides: a local folder's, or a hub id's copy in
+    the local Hugging Face cache. A name alone never does: transformers'
+    native port ``jinaai/jina-embeddings-v3-hf`` runs no remote code.
     """
-    if "jina-embeddings-v3" in name_or_path.lower():
+    if _is_jina_v3_id(name_or_path):
         return True
-    config = Path(name_or_path).expanduser() / "config.json"
-    if config.is_file():
-        import json
+    config = _read_config(name_or_path)
+    return config is not None and "auto_map" in config
 
+
+def default_task(name_or_path: str) -> str | None:
+    """The ``task`` the paper's code passes: "text-matching" for jina v3 only.
+
+    Only the remote-code jina-embeddings-v3 (the hub id, or a copy whose
+    config maps AutoModel to its ``XLMRobertaLoRA``) takes a ``task``; other
+    embedders, the native ``-hf`` port included, get none.
+    """
+    if _is_jina_v3_id(name_or_path):
+        return "text-matching"
+    config = _read_config(name_or_path) or {}
+    auto_map = config.get("auto_map")
+    if isinstance(auto_map, dict) and str(auto_map.get("AutoModel", "")).endswith(
+        "XLMRobertaLoRA"
+    ):
+        return "text-matching"
+    return None
+
+
+def _is_jina_v3_id(name: str) -> bool:
+    return name.strip().rstrip("/").lower() == JINA_V3
+
+
+def _read_config(name_or_path: str) -> dict[str, Any] | None:
+    """config.json of a local folder, or of a hub id in the local cache."""
+    import json
+
+    folder = Path(name_or_path).expanduser()
+    config: Path | None = folder / "config.json"
+    if not folder.is_dir():
+        config = None
         try:
-            return "auto_map" in json.loads(config.read_text(encoding="utf-8"))
-        except (ValueError, OSError):
-            return False
-    return False
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name_or_path, "config.json")
+        except Exception:  # noqa: BLE001 - not a hub id, or no cache: no config
+            cached = None
+        if isinstance(cached, str):
+            config = Path(cached)
+    if config is None or not config.is_file():
+        return None
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, OSError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 class Embedder:
@@ -99,8 +143,8 @@ class Embedder:
         self.model = SentenceTransformer(
             path, device=device, trust_remote_code=trust_remote_code
         )
-        if task is None and JINA_V3 in path:
-            task = "text-matching"  # what the paper's code passes to jina v3
+        if task is None:
+            task = default_task(path)  # "text-matching" for jina v3, as the paper
         self.task = task
         self.batch_size = batch_size
         self.long_text = long_text
