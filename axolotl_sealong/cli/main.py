@@ -12,6 +12,7 @@ import logging
 import sys
 
 COMMANDS: tuple[str, ...] = (
+    "axolotl_sealong.cli.check",
     "axolotl_sealong.cli.label",
     "axolotl_sealong.cli.data",
     "axolotl_sealong.cli.recipes",
@@ -22,9 +23,9 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "sealong") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sealong",
+        prog=prog,
         description=(
             "SEALONG self-improvement for long-context reasoning: sample N outputs "
             "per question, score them by Minimum Bayes Risk, and build SFT / "
@@ -50,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, prog: str = "sealong") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -33,7 +33,7 @@ from axolotl_sealong.core.mbr import (
     similarity_matrix,
     utility_needs_embeddings,
 )
-from axolotl_sealong.core.prompts import fit_prompt
+from axolotl_sealong.core.prompts import build_user_prompt, fit_prompt, prompt_tokens
 from axolotl_sealong.data.io import read_rows as read_rows, write_jsonl
 from axolotl_sealong.sampling.base import (
     Sampler,
@@ -60,6 +60,7 @@ class Question:
     answers: list[str] | None
     user_message: str = ""
     truncated: bool = False
+    prompt_tokens: int = 0  # as sent; for a skipped question, what did not fit
 
 
 @dataclass
@@ -155,10 +156,14 @@ def fit_prompts(
         )
         if fitted is None:
             q.truncated = truncate
+            q.prompt_tokens = prompt_tokens(
+                tokenizer, build_user_prompt(q.context, q.question, cfg.prompt_strategy)
+            )
             skipped.append(q)
             continue
         q.truncated = fitted.context_tokens_cut > 0
         q.user_message = fitted.message
+        q.prompt_tokens = fitted.tokens
         kept.append(q)
     return kept, skipped
 
