@@ -75,3 +75,20 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture
+def gpu_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Empty ``flash_attn`` and ``deepspeed`` packages first on sys.path.
+
+    The plugin only asks ``importlib.util.find_spec`` whether they are installed
+    (it imports neither), and an empty package is what find_spec sees of an
+    installed one. Axolotl's schema validation imports neither either; with
+    ``deepspeed:`` its ``load_cfg`` would, which is why these tests call
+    ``prepare_plugins`` + ``validate_config`` and not ``load_cfg``.
+    """
+    for name in ("flash_attn", "deepspeed"):
+        (tmp_path / "fake_site" / name).mkdir(parents=True)
+        (tmp_path / "fake_site" / name / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "fake_site"))
+    return tmp_path / "fake_site"

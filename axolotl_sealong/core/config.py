@@ -30,7 +30,7 @@ YAML_PREFIX = "sealong_"
 SECRET_FIELDS = ("openai_api_key",)
 SECRET_MASK = "***"
 # Keys of the Axolotl plugin alone (args.py): how to train on the labeled rows.
-PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long", "orpo_nll")
+PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long", "orpo_nll", "global_batch_size")
 # How the embedder treats outputs longer than its window (embedder.py implements them).
 LONG_TEXT_RULES: tuple[str, ...] = ("chunk_mean", "tail", "head")
 # Settings that take one of a few names (kept as str so new names need no migration).
