@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from axolotl_sealong.cli.epilog import GPU_EPILOG
+
 COMMANDS: tuple[str, ...] = (
     "axolotl_sealong.cli.label",
     "axolotl_sealong.cli.data",
@@ -22,36 +24,6 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
-def _gpu_epilog() -> str:
-    """`sealong --help`'s closing lines: the GPU install (requirements.py's lines,
-    the ones the plugin's missing-package error and the README name)."""
-    from axolotl_sealong.integrations.axolotl.requirements import (
-        INSTALL_ONE_ENV,
-        INSTALL_TRAINER,
-    )
-
-    one, trainer = (
-        "\n".join("    " + c for c in cmds)
-        for cmds in (INSTALL_ONE_ENV, INSTALL_TRAINER)
-    )
-    return (
-        "GPU install: torch first; flash-attn 2.8.3 and deepspeed then build\n"
-        "against it (needs nvcc). One environment, with vllm 0.20.0-0.23.0 beside\n"
-        "axolotl 0.19:\n"
-        f"{one}\n"
-        "or the trainer alone, plus any vLLM in a second environment:\n"
-        f"{trainer}\n"
-        "    SEALONG_VLLM_SPEC=vllm==X bash scripts/setup_vllm.sh\n"
-        "The GPU recipes sample with sealong_sampler: vllm_server (a `vllm serve`\n"
-        "the run starts and stops) from sealong_vllm_server_python, else this env\n"
-        "if vllm imports, else $SEALONG_VLLM_PYTHON, else .venv-vllm.\n"
-        "Then: axolotl train RECIPE.yml (a one-GPU recipe on a bigger node:\n"
-        "CUDA_VISIBLE_DEVICES=0 axolotl train RECIPE.yml), or sealong label\n"
-        "--config RECIPE.yml --out DIR.\n"
-        "GPU check: bash scripts/gpu_check.sh (sealong bench gpu)."
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sealong",
@@ -60,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
             "per question, score them by Minimum Bayes Risk, and build SFT /\n"
             "preference rows for Axolotl."
         ),
-        epilog=_gpu_epilog(),
+        epilog=GPU_EPILOG,
         # keep the epilog's command lines whole
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
