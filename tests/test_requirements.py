@@ -130,6 +130,24 @@ def test_without_a_gpu_flash_attn_is_not_required(monkeypatch):
         prepare_plugins(cfg)
 
 
+def test_deferred_lets_a_caller_load_the_recipe_and_report_itself(monkeypatch):
+    """``sealong check`` loads a recipe under ``deferred()`` and lists the
+    packages in its own report; outside it the hook checks again."""
+    from axolotl.cli.config import prepare_plugins
+    from axolotl.utils.dict import DictDefault
+
+    from axolotl_sealong.integrations.axolotl.requirements import deferred
+
+    _absent("flash_attn", "deepspeed")
+    _simulate_gpu(monkeypatch)
+    monkeypatch.chdir(ROOT)
+    recipe = RECIPES / "llama31_8b_orpo_8gpu_zero3.yml"
+    with deferred():
+        prepare_plugins(DictDefault(yaml.safe_load(recipe.read_text())))
+    with pytest.raises(ValueError, match="2 packages this recipe needs are missing"):
+        prepare_plugins(DictDefault(yaml.safe_load(recipe.read_text())))
+
+
 @pytest.mark.parametrize("recipe", GPU_RECIPES, ids=[p.name for p in GPU_RECIPES])
 def test_gpu_recipe_with_the_packages_present_validates(recipe, tmp_path, monkeypatch):
     """With flash_attn and deepspeed "installed" (empty packages, see

@@ -63,9 +63,11 @@ class SeaLongPlugin(BasePlugin):
         # after labeling or inside Axolotl (requirements.py says when each counts)
         from axolotl_sealong.integrations.axolotl.requirements import (
             check_training_requirements,
+            is_deferred,
         )
 
-        check_training_requirements(cfg)
+        if not is_deferred():  # `sealong check` reports them itself
+            check_training_requirements(cfg)
 
     def post_model_load(self, cfg: Any, model: Any) -> None:
         # The model as the trainer gets it (adapters on): the last load hook,

@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +68,7 @@ INSTALL_TRAINER = (
     GPU_EXTRA_INSTALL,
 )
 DOCS = 'docs/gpu.md, "Install for training on a GPU"'
+_DEFERRED: ContextVar[bool] = ContextVar("sealong_requirements_deferred", default=False)
 
 _FLASH_PACKAGES = {
     # attn_implementation -> (import name, install)
@@ -200,3 +203,20 @@ def check_training_requirements(
         f"{len(lines)} packages this recipe needs are missing:\n"
         + "\n".join(f"- {line}" for line in lines)
     )
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Inside it, the plugin's ``register`` hook does not check packages: for a
+    caller that loads a recipe and reports the packages itself (``sealong
+    check``). Everything else about loading is unchanged."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def is_deferred() -> bool:
+    """Whether the current code runs inside :func:`deferred`."""
+    return _DEFERRED.get()
