@@ -7,7 +7,10 @@ sentences and the model is built from a config.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,17 +81,38 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def gpu_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Empty ``flash_attn`` and ``deepspeed`` packages first on sys.path.
+def fake_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """``fake_packages("flash_attn", ...)``: empty packages first on sys.path.
 
-    The plugin only asks ``importlib.util.find_spec`` whether they are installed
-    (it imports neither), and an empty package is what find_spec sees of an
-    installed one. Axolotl's schema validation imports neither either; with
-    ``deepspeed:`` its ``load_cfg`` would, which is why these tests call
-    ``prepare_plugins`` + ``validate_config`` and not ``load_cfg``.
+    The plugin only asks ``importlib.util.find_spec`` whether flash-attn and
+    deepspeed are installed (it imports neither), and an empty package is what
+    find_spec sees of an installed one. transformers does import ``flash_attn``
+    once, when ``transformers.integrations.flash_attention`` is first imported
+    (to probe it): that happens here first, with the real packages, and any
+    fake module that gets imported is dropped from ``sys.modules`` afterwards,
+    so later tests see this machine as it is.
     """
-    for name in ("flash_attn", "deepspeed"):
-        (tmp_path / "fake_site" / name).mkdir(parents=True)
-        (tmp_path / "fake_site" / name / "__init__.py").write_text("")
-    monkeypatch.syspath_prepend(str(tmp_path / "fake_site"))
-    return tmp_path / "fake_site"
+    import transformers.integrations.flash_attention  # noqa: F401
+
+    root = tmp_path / "fake_site"
+
+    def make(*names: str) -> Path:
+        for name in names:
+            (root / name).mkdir(parents=True, exist_ok=True)
+            (root / name / "__init__.py").write_text("")
+        monkeypatch.syspath_prepend(str(root))
+        return root
+
+    yield make
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(root)):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def gpu_packages(fake_packages: Any) -> Path:
+    """The [gpu] extra's packages as a GPU node has them (``fake_packages``).
+    Axolotl's schema validation runs with them; ``load_cfg`` with
+    ``deepspeed:`` would import deepspeed, which is why the recipe tests call
+    ``prepare_plugins`` + ``validate_config`` and not ``load_cfg``."""
+    return fake_packages("flash_attn", "deepspeed")

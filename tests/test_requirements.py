@@ -58,15 +58,6 @@ def _simulate_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
 
 
-def _fake_packages(root: Path, monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
-    """Empty packages first on sys.path: what ``importlib.util.find_spec`` (all
-    the plugin asks) sees of installed ones. Nothing imports them here."""
-    for name in names:
-        (root / name).mkdir(parents=True)
-        (root / name / "__init__.py").write_text("")
-    monkeypatch.syspath_prepend(str(root))
-
-
 @pytest.mark.parametrize("recipe", GPU_RECIPES, ids=[p.name for p in GPU_RECIPES])
 def test_gpu_recipe_without_flash_attn_fails_at_load_with_our_message(
     recipe, monkeypatch
@@ -149,9 +140,11 @@ def test_deferred_lets_a_caller_load_the_recipe_and_report_itself(monkeypatch):
 
 
 @pytest.mark.parametrize("recipe", GPU_RECIPES, ids=[p.name for p in GPU_RECIPES])
-def test_gpu_recipe_with_the_packages_present_validates(recipe, tmp_path, monkeypatch):
-    """With flash_attn and deepspeed "installed" (empty packages, see
-    ``_fake_packages``) the plugin's check passes on a simulated GPU, and the
+def test_gpu_recipe_with_the_packages_present_validates(
+    recipe, fake_packages, monkeypatch
+):
+    """With flash_attn and deepspeed "installed" (empty packages: conftest's
+    ``fake_packages``) the plugin's check passes on a simulated GPU, and the
     recipe validates against Axolotl's schema for an 8x H100 node. Axolotl's own
     flash-attn probe runs only under a real GPU (it needs a real build), so the
     schema validation runs with torch's real answer, False here."""
@@ -159,7 +152,7 @@ def test_gpu_recipe_with_the_packages_present_validates(recipe, tmp_path, monkey
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
 
-    _fake_packages(tmp_path / "site", monkeypatch, "flash_attn", "deepspeed")
+    fake_packages("flash_attn", "deepspeed")
     monkeypatch.chdir(ROOT)
     cfg = DictDefault(yaml.safe_load(recipe.read_text()))
     with monkeypatch.context() as m:
@@ -209,10 +202,10 @@ def test_requirements_follow_axolotls_attention_keys():
     assert legacy.only_with_cuda
 
 
-def test_check_passes_when_nothing_is_needed_or_all_is_there(tmp_path, monkeypatch):
+def test_check_passes_when_nothing_is_needed_or_all_is_there(fake_packages):
     check_training_requirements({"attn_implementation": "sdpa"}, cuda=True)
     check_training_requirements({}, cuda=True)
-    _fake_packages(tmp_path, monkeypatch, "flash_attn", "deepspeed")
+    fake_packages("flash_attn", "deepspeed")
     check_training_requirements(
         {"flash_attention": True, "deepspeed": "ds.json"}, cuda=True
     )
