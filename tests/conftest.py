@@ -7,7 +7,10 @@ sentences and the model is built from a config.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +78,41 @@ def tiny_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture
+def fake_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """``fake_packages("flash_attn", ...)``: empty packages first on sys.path.
+
+    The plugin only asks ``importlib.util.find_spec`` whether flash-attn and
+    deepspeed are installed (it imports neither), and an empty package is what
+    find_spec sees of an installed one. transformers does import ``flash_attn``
+    once, when ``transformers.integrations.flash_attention`` is first imported
+    (to probe it): that happens here first, with the real packages, and any
+    fake module that gets imported is dropped from ``sys.modules`` afterwards,
+    so later tests see this machine as it is.
+    """
+    import transformers.integrations.flash_attention  # noqa: F401
+
+    root = tmp_path / "fake_site"
+
+    def make(*names: str) -> Path:
+        for name in names:
+            (root / name).mkdir(parents=True, exist_ok=True)
+            (root / name / "__init__.py").write_text("")
+        monkeypatch.syspath_prepend(str(root))
+        return root
+
+    yield make
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(root)):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def gpu_packages(fake_packages: Any) -> Path:
+    """The [gpu] extra's packages as a GPU node has them (``fake_packages``).
+    Axolotl's schema validation runs with them; ``load_cfg`` with
+    ``deepspeed:`` would import deepspeed, which is why the recipe tests call
+    ``prepare_plugins`` + ``validate_config`` and not ``load_cfg``."""
+    return fake_packages("flash_attn", "deepspeed")

@@ -150,8 +150,9 @@ def test_settings_page_is_generated_from_the_config() -> None:
         assert f"| `{key}` |" in page.read_text()
 
 
-def test_the_readme_recipe_validates_with_the_plugin(monkeypatch) -> None:
-    """The YAML a newcomer pastes passes Axolotl's schema on a GPU node."""
+def test_the_readme_recipe_validates_with_the_plugin(monkeypatch, gpu_packages) -> None:
+    """The YAML a newcomer pastes passes Axolotl's schema on a GPU node (with
+    the [gpu] extra's packages there: ``gpu_packages``)."""
     import yaml
     from axolotl.cli.config import prepare_plugins
     from axolotl.utils.config import validate_config

@@ -2,6 +2,9 @@
 
 GPU recipes are validated as a GPU node would see them (capabilities of an
 8x H100 node passed to Axolotl's validator), not run: this machine has no GPU.
+That node has the [gpu] extra's packages; this machine has neither flash-attn
+nor deepspeed, so ``gpu_packages`` (conftest.py) stands in for them
+(tests/test_requirements.py tests what happens without them).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def test_recipes_exist():
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.name for p in RECIPES])
-def test_recipe_validates_with_the_plugin(recipe, monkeypatch):
+def test_recipe_validates_with_the_plugin(recipe, monkeypatch, gpu_packages):
     from axolotl.cli.config import prepare_plugins
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
@@ -93,27 +96,100 @@ def test_gpu_recipes_sample_with_the_managed_vllm_server():
 
 
 def test_readme_help_and_recipes_agree_on_the_gpu_install():
-    """One vLLM range (pyproject's [vllm] extra), one way to each environment."""
+    """One vLLM range (pyproject's [vllm] extra), one install per environment.
+
+    The install lines are requirements.py's (the plugin's missing-package error
+    names the same ones); the torch each path installs first must be the one
+    that stays: vLLM's pin for one environment (docs/compat/vllm_range.txt),
+    within axolotl's range for the trainer alone.
+    """
     import re
     import tomllib
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
 
     from axolotl_sealong.cli.main import build_parser
+    from axolotl_sealong.integrations.axolotl.requirements import (
+        GPU_EXTRA_INSTALL,
+        INSTALL_ONE_ENV,
+        INSTALL_TRAINER,
+        TORCH_ONE_ENV,
+        TORCH_TRAINER,
+    )
 
     root = RECIPES[0].parents[1]
     extras = tomllib.loads((root / "pyproject.toml").read_text())
-    (spec,) = extras["project"]["optional-dependencies"]["vllm"]
+    extras = extras["project"]["optional-dependencies"]
+    (spec,) = extras["vllm"]
     low, high = re.fullmatch(r"vllm>=([\d.]+),<([\d.]+)", spec).groups()
     # the last release under the bound, as docs/compat/vllm_range.txt found it
-    ok = re.findall(
-        r"^vllm ([\d.]+): ok", (root / "docs/compat/vllm_range.txt").read_text(), re.M
-    )
+    found = (root / "docs/compat/vllm_range.txt").read_text()
+    ok = re.findall(r"^vllm ([\d.]+): ok", found, re.M)
     assert ok[0] == low and ok[-1].split(".")[:2] < high.split(".")[:2]
+    # every release of the range, and the extra itself, resolved with this torch
+    assert set(re.findall(r"^vllm [\d.]+: ok torch==([\d.]+)", found, re.M)) == {
+        TORCH_ONE_ENV
+    }
+    assert f"torch=={TORCH_ONE_ENV}" in found.splitlines()[-1]
+    axolotl_torch = next(
+        Requirement(r) for r in requires("axolotl") or [] if r.startswith("torch")
+    )
+    assert Version(TORCH_TRAINER) in axolotl_torch.specifier
+    # [gpu] is axolotl's own flash-attn + deepspeed extras, at our axolotl range
+    (gpu,) = extras["gpu"]
+    base = next(d for d in extras_deps(root) if d.startswith("axolotl"))
+    assert gpu == base.replace("axolotl", "axolotl[flash-attn,deepspeed]", 1)
+    assert GPU_EXTRA_INSTALL == INSTALL_TRAINER[1]
+
     words = f"{low}-{ok[-1]}"
     readme = (root / "README.md").read_text()
+    gpu_doc = (root / "docs/gpu.md").read_text()
     helptext = build_parser().epilog or ""  # `sealong --help` ends with it
-    gpu = [p for p in RECIPES if "cpu" not in p.name]
-    for text in [readme, helptext, *(p.read_text() for p in gpu)]:
+    recipes = [p.read_text() for p in RECIPES if "cpu" not in p.name]
+    assert len(recipes) == 4
+    for text in [readme, gpu_doc, helptext, *recipes]:
         assert words in text
-        assert 'pip install "axolotl-sealong[vllm]"' in text
+        for line in INSTALL_ONE_ENV:
+            assert line in text
         assert "scripts/setup_vllm.sh" in text and "SEALONG_VLLM_SPEC" in text
+        assert f"torch=={TORCH_TRAINER}" in text
+        assert '"axolotl-sealong[gpu]"' in text
+        assert 'pip install "axolotl-sealong[vllm]"' not in text  # the old line
+    for text in [readme, gpu_doc, helptext]:  # the trainer alone, in full
+        for line in INSTALL_TRAINER:
+            assert line in text
     assert "vllm_server" in helptext and "scripts/gpu_check.sh" in readme
+
+
+def extras_deps(root: Path) -> list[str]:
+    import tomllib
+
+    return tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "dependencies"
+    ]
+
+
+def test_gpu_recipes_state_their_global_batch():
+    """sealong_global_batch_size is what one launch of the recipe as written
+    trains with (ZeRO-3: its 8 GPUs; the others: one process)."""
+    for recipe in RECIPES:
+        raw = yaml.safe_load(recipe.read_text())
+        ranks = 8 if "8gpu" in recipe.name else 1
+        per_update = (
+            ranks * raw["micro_batch_size"] * raw["gradient_accumulation_steps"]
+        )
+        assert raw["sealong_global_batch_size"] == per_update, recipe.name
+        if "cpu" not in recipe.name:
+            assert per_update == 64  # the reference code's pairs per update
+            assert raw["attn_implementation"] == "flash_attention_2"
+            assert "flash_attention" not in raw  # deprecated in axolotl 0.19
+            text = recipe.read_text()
+            if ranks == 1:
+                assert (
+                    f"CUDA_VISIBLE_DEVICES=0 axolotl train recipes/{recipe.name}"
+                    in (text)
+                )
+    sft = yaml.safe_load((RECIPES[0].parent / "llama31_8b_sft.yml").read_text())
+    assert sft["chunked_cross_entropy"] is True and "rl" not in sft

@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from axolotl_sealong.cli.epilog import GPU_EPILOG
+
 COMMANDS: tuple[str, ...] = (
     "axolotl_sealong.cli.check",
     "axolotl_sealong.cli.label",
@@ -27,20 +29,13 @@ def build_parser(prog: str = "sealong") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description=(
-            "SEALONG self-improvement for long-context reasoning: sample N outputs "
-            "per question, score them by Minimum Bayes Risk, and build SFT / "
+            "SEALONG self-improvement for long-context reasoning: sample N outputs\n"
+            "per question, score them by Minimum Bayes Risk, and build SFT /\n"
             "preference rows for Axolotl."
         ),
-        epilog=(
-            "GPU: the recipes sample with sealong_sampler: vllm_server (a `vllm "
-            "serve` the run starts and stops). Get vLLM in one environment with "
-            'pip install "axolotl-sealong[vllm]" (vllm 0.20.0-0.23.0 beside axolotl '
-            "0.19), or any vLLM in a second one with SEALONG_VLLM_SPEC=vllm==X bash "
-            "scripts/setup_vllm.sh (found as .venv-vllm, $SEALONG_VLLM_PYTHON or "
-            "sealong_vllm_server_python). Then: axolotl train RECIPE.yml, or "
-            "sealong label --config RECIPE.yml --out DIR. GPU check: bash "
-            "scripts/gpu_check.sh (sealong bench gpu)."
-        ),
+        epilog=GPU_EPILOG,
+        # keep the epilog's command lines whole
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log at DEBUG level"

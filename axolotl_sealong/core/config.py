@@ -50,7 +50,7 @@ RUNTIME_FIELDS = (
     "openai_backoff",
 )
 # Keys of the Axolotl plugin alone (args.py): how to train on the labeled rows.
-PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long", "orpo_nll")
+PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long", "orpo_nll", "global_batch_size")
 # How the embedder treats outputs longer than its window (embedder.py implements them).
 LONG_TEXT_RULES: tuple[str, ...] = ("chunk_mean", "tail", "head")
 # Settings that take one of a few names (kept as str so new names need no migration).

@@ -68,6 +68,18 @@ class _SeaLongPluginArgs(BaseModel):
         },
     )
 
+    sealong_global_batch_size: int | None = Field(
+        default=None,
+        gt=0,
+        json_schema_extra={
+            "description": "The global batch the recipe is meant for: rows (ORPO/DPO "
+            "pairs) per optimizer step over all ranks. When training begins the "
+            "plugin logs ranks x micro_batch_size x gradient_accumulation_steps and "
+            "warns, with the fix, when the launch gives another number (a one-GPU "
+            "recipe started on 8 GPUs). Unset: only logged."
+        },
+    )
+
     @model_validator(mode="before")
     @classmethod
     def check_sealong(cls, data: Any) -> Any:

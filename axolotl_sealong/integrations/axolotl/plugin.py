@@ -59,6 +59,15 @@ class SeaLongPlugin(BasePlugin):
             if isinstance(value, str) and value.startswith("embedded:"):
                 cfg[key] = resolve_model(value)
         hide_secrets(cfg)
+        # flash-attn / deepspeed missing: stop now, with the install line, not
+        # after labeling or inside Axolotl (requirements.py says when each counts)
+        from axolotl_sealong.integrations.axolotl.requirements import (
+            check_training_requirements,
+            is_deferred,
+        )
+
+        if not is_deferred():  # `sealong check` reports them itself
+            check_training_requirements(cfg)
 
     def post_model_load(self, cfg: Any, model: Any) -> None:
         # The model as the trainer gets it (adapters on): the last load hook,
@@ -99,6 +108,13 @@ class SeaLongPlugin(BasePlugin):
                 "SEALONG's ORPO trainer: list axolotl_sealong.SeaLongPlugin "
                 "first, or set sealong_orpo_nll: full for TRL's NLL term"
             )
+
+    def add_callbacks_post_trainer(self, cfg: Any, trainer: Any) -> list[Any]:
+        # Logs ranks x micro_batch_size x gradient_accumulation_steps when training
+        # begins (the trainer's own world size), warns if not sealong_global_batch_size.
+        from axolotl_sealong.integrations.axolotl.batch import GlobalBatchCallback
+
+        return [GlobalBatchCallback(cfg.get("sealong_global_batch_size"), cfg)]
 
     def get_training_args(self, cfg: Any) -> dict[str, Any] | None:
         # transformers refuses bf16 without a GPU unless use_cpu is set, and
