@@ -136,8 +136,9 @@ def test_a_bad_question_row_fails_naming_the_file_and_the_fix(demo):
     assert done.returncode == 1
     line = next(ln for ln in done.stdout.splitlines() if "questions:" in ln)
     assert "[FAIL]" in line and "data/bad.jsonl" in line
-    assert "question field 'question' is missing in 1 row(s) (first: row 5" in line
-    assert "sealong_question_field" in line
+    assert "question field 'question' is empty or not a string in 1 row(s)" in line
+    assert "(first: row 5)" in line
+    assert "fix or remove those rows" in line
     assert seconds < 60
 
 

@@ -396,3 +396,17 @@ def test_a_cuda_build_that_sees_no_gpu_is_refused_before_start(node, tmp_path):
     assert "CUDA 13.0 build" in text and "driver 550.54.15" in text
     assert "found version 12040" in text and ">= 580" in text
     assert not node["record"].exists()
+
+
+def test_the_plan_table_in_the_docs_is_current():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(root / "scripts" / "gen_plan_table.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

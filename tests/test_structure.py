@@ -11,10 +11,12 @@ the parent packages of a target are edges too, except those the importer sits in
 - ``core``, ``sampling``, ``embedding`` and ``data`` import nothing from
   ``integrations``, ``cli``, ``demo`` or ``bench``; ``integrations`` nothing from
   ``cli``, ``demo`` or ``bench``; ``demo`` and ``bench`` nothing from ``cli``.
-- The engines import from ``sampling`` only the interface (``base``) and the
-  server settings (``server_args``); ``server`` also uses the ``openai`` engine
-  (it serves through it). No engine imports ``factory``; ``base`` imports no
-  other ``sampling`` module.
+- The engines import from ``sampling`` only the interface (``base``), the
+  server settings (``server_args``), the GPU environment (``cuda_env``) and
+  the parallel plan (``parallel``); ``server`` also uses the ``openai`` engine
+  (it serves through it). No engine imports ``factory``; ``base``,
+  ``server_args``, ``cuda_env`` and ``parallel`` import no other ``sampling``
+  module.
 - ``core`` imports no torch, transformers, axolotl, vLLM, TRL, peft,
   sentence-transformers or lm-eval at module level: read from the source, and
   checked by importing each core module in a fresh interpreter.
@@ -173,7 +175,7 @@ def engine_violations(graph: dict[str, set[str]]) -> list[str]:
             ENGINE_MAY_IMPORT | ENGINE_EXTRA.get(own, set())
             if own in ENGINES
             else set()
-            if own in ("base", "server_args")
+            if own in ("base", "server_args", "cuda_env", "parallel")
             else None
         )
         if allowed is None:
