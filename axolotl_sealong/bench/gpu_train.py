@@ -13,9 +13,10 @@ the versions that trained.
 
 Labels. No vLLM on the GPU machine, and a random model's samples are noise
 (mostly ids beyond the tiny tokenizer's vocabulary). So the *sampling* is
-scripted: ``pipeline.label`` runs here with a scripted sampler (N=4 texts per
-question of about ``max_new_tokens`` tokens, three with one final answer, one
-with another) and fills the recipe's sample cache (``sealong_cache_dir``). Then
+scripted: ``pipeline.label`` runs first (in a child process) with a scripted
+sampler (N=4 texts per question of about ``max_new_tokens`` tokens, three
+with one final answer, one with another) and fills the recipe's sample cache
+(``sealong_cache_dir``). Then
 ``axolotl train`` runs with our plugin, which self-labels as it always does:
 the prompts are rebuilt and middle-truncated to ``sequence_len -
 max_new_tokens``, every sample is found in the cache, MBR scores them with the
@@ -235,6 +236,30 @@ def presample(cfg: dict[str, Any], run: Path, response_tokens: int) -> dict[str,
     return result.counts
 
 
+def presample_in_child(
+    config: Path, run: Path, response_tokens: int, env: dict[str, str]
+) -> dict[str, Any]:
+    """``presample`` on the recipe file as Axolotl will read it, in a child.
+
+    Axolotl's dataset loader imports bitsandbytes, which asks CUDA for the
+    device's capability: in a child, this process holds no CUDA context while
+    Axolotl trains.
+    """
+    result = run / "presampled.json"
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "import yaml\n"
+        "from axolotl_sealong.bench.gpu_train import presample\n"
+        "cfg = yaml.safe_load(Path(sys.argv[1]).read_text())\n"
+        "counts = presample(cfg, Path(sys.argv[2]), int(sys.argv[3]))\n"
+        "Path(sys.argv[4]).write_text(json.dumps(counts))\n"
+    )
+    args = [str(config), str(run), str(response_tokens), str(result)]
+    subprocess.run([sys.executable, "-c", code, *args], env=env, check=True, cwd=run)
+    return dict(json.loads(result.read_text()))
+
+
 def numba_standin_dir() -> Path | None:
     """The stand-in for numba, when numba is absent (and the stand-in exists).
 
@@ -333,7 +358,8 @@ def run_length(
     run.mkdir(parents=True)
     row: dict[str, Any] = {"sequence_len": sequence_len, "max_steps": steps}
     t0 = time.perf_counter()
-    write_questions(run / "questions.jsonl", steps, sequence_len, seed=sequence_len)
+    # twice the words the row needs: the pipeline cuts the middle to fit
+    write_questions(run / "questions.jsonl", steps, 2 * sequence_len, sequence_len)
     cfg = recipe(
         run,
         model,
@@ -346,7 +372,8 @@ def run_length(
     )
     config = run / "gpu_train.yml"
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    row["presampled"] = presample(cfg, run, max_new_tokens - 16)
+    env = _env(standin)
+    row["presampled"] = presample_in_child(config, run, max_new_tokens - 16, env)
     row["presample_s"] = round(time.perf_counter() - t0, 1)
     log_path = run / "train.log"
     cmd = [
@@ -365,7 +392,7 @@ def run_length(
             done = subprocess.run(
                 cmd,
                 cwd=run,
-                env=_env(standin),
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 timeout=max(timeout_s, 1.0),
