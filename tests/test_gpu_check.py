@@ -35,9 +35,11 @@ def _check_report(path: Path) -> dict:
 
 
 def _script(out: Path, *args: str) -> subprocess.CompletedProcess:
-    """bash scripts/gpu_check.sh OUT --dry-run ARGS, with this test's python."""
+    """bash scripts/gpu_check.sh OUT --dry-run --no-train ARGS (the hf part; the
+    training stage has its own test, test_gpu_train.py), with this python."""
+    script = str(ROOT / "scripts" / "gpu_check.sh")
     done = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "gpu_check.sh"), str(out), "--dry-run", *args],
+        ["bash", script, str(out), "--dry-run", "--no-train", *args],
         env={**os.environ, "PYTHON": sys.executable},
         capture_output=True,
         text=True,

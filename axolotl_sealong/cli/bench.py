@@ -173,8 +173,9 @@ def register(sub: Any) -> None:
         "bf16 on the GPU, checks the shared-prefix engine (greedy N=1 equals "
         "generate, seeded samples repeat), times N=32 vs N=1 from a 16K-token "
         "prompt against expand and generate with peak memory, and writes one "
-        "JSON. Needs torch and transformers only (scripts/gpu_check.sh runs it "
-        "on a bare CUDA machine). --dry-run: a tiny config on the CPU.",
+        "JSON. Needs torch and transformers only. scripts/gpu_check.sh runs it "
+        "on a bare CUDA machine, then the training stage (an axolotl train, "
+        "axolotl_sealong.bench.gpu_train). --dry-run: a tiny config on the CPU.",
     )
     from axolotl_sealong.bench.gpu_check import build_parser
 
