@@ -62,13 +62,14 @@ def register(sub: Any) -> None:
         "--prefill-tps",
         type=_positive(float),
         help="estimate: prompt tokens/s per GPU (default 10000 on a GPU, an "
-        "assumption for an 8B model on an H100; 2000 per process on a CPU)",
+        "assumption for an 8B model on an H100; 560 per process on a CPU, measured "
+        "for the CPU demo)",
     )
     parser.add_argument(
         "--decode-tps",
         type=_positive(float),
         help="estimate: new tokens/s per GPU over all samples in flight (default "
-        "1500 on a GPU; 150 per process on a CPU)",
+        "1500 on a GPU; 310 per process on a CPU)",
     )
     parser.add_argument(
         "--output-tokens",

@@ -34,10 +34,10 @@ OK, WARN, FAIL, SKIP = "ok", "warn", "FAIL", "skip"
 # ~3 TB/s over 128 KiB per token): not measured here.
 GPU_PREFILL_TPS = 10_000.0
 GPU_DECODE_TPS = 1_500.0
-# hf engine on the project's 2-core CPU box, SmolLM2-135M (docs/gpu.md,
-# "The preflight", says how these were measured).
-CPU_PREFILL_TPS = 2_000.0
-CPU_DECODE_TPS = 150.0
+# hf engine on a CPU: SmolLM2-135M in float32 on the project's 2-core box
+# (docs/gpu.md, "The preflight", says how they were measured).
+CPU_PREFILL_TPS = 560.0
+CPU_DECODE_TPS = 310.0
 # mean new tokens per sample, when not given: plan-and-solve answers of an
 # 8B model run to a few hundred tokens; never above max_new_tokens.
 OUTPUT_TOKENS = 300
@@ -569,7 +569,7 @@ def _estimate(state: _State, given: Assumptions) -> Check:
         "time = P / (prefill rate x U) + D / (decode rate x U), U = "
         + (f"{units} GPU(s)" if gpu else f"{units} process(es)"),
         f"P = {prefill:,} prompt tokens of {len(todo)} question(s) to sample "
-        "(each prompt once: prefix caching shares it across its samples)",
+        "(each computed once for all its samples)",
         f"D = {len(todo)} x N {cfg.num_samples} x {output} new tokens = {decode:,}",
         f"assumed: prefill {prefill_tps:,.0f} and decode {decode_tps:,.0f} tokens/s "
         f"per {unit}, {output} new tokens per sample on average (override: "
@@ -577,12 +577,11 @@ def _estimate(state: _State, given: Assumptions) -> Check:
         f"every sample at max_new_tokens {cfg.max_new_tokens}: "
         f"{_duration(worst_s)} ({worst:,} new tokens)",
     ]
-    hours = seconds * units / 3600
+    cost = f" ({seconds * units / 3600:.1f} GPU-hours)" if gpu else ""
     return Check(
         "",
         OK,
-        f"about {_duration(seconds)} ({hours:.1f} {unit}-hours) for "
-        f"{prefill + decode:,} tokens",
+        f"about {_duration(seconds)}{cost} for {prefill + decode:,} tokens",
         details,
     )
 
