@@ -187,7 +187,19 @@ def _recipe(state: _State) -> Check:
     caps, env_caps = gpu_capabilities()
     try:
         cfg = validate_config(cfg, capabilities=caps, env_capabilities=env_caps)
-        normalize_config(cfg)
+        normalize_config(cfg)  # reads base_model's config
+    except OSError as err:
+        raise _Stop(
+            Check(
+                "",
+                FAIL,
+                f"base_model {raw.get('base_model')!r}: its config cannot be read "
+                f"({str(err).splitlines()[0]})",
+                fix=f"download it while online (hf download {raw.get('base_model')})"
+                " into the Hugging Face cache, or point base_model at a local "
+                "model folder",
+            )
+        ) from None
     except Exception as err:  # noqa: BLE001 - Axolotl's own messages
         where = "a GPU" if caps.get("compute_capability") else "this machine (no GPU)"
         raise _Stop(
