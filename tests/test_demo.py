@@ -150,7 +150,7 @@ def test_converted_model_is_keyed_by_content_not_install(tmp_path: Path) -> None
     """
     import shutil
 
-    from axolotl_sealong.core.embedded import gguf_fingerprint, smollm2_gguf_path
+    from axolotl_sealong.common.models import gguf_fingerprint, smollm2_gguf_path
 
     shipped = smollm2_gguf_path()
     copy = tmp_path / "other_venv" / shipped.name
@@ -167,7 +167,7 @@ def test_converted_model_is_keyed_by_content_not_install(tmp_path: Path) -> None
 
 
 def test_held_out_questions_come_from_their_own_split_and_seed(tmp_path: Path) -> None:
-    from axolotl_sealong.core.embedded import smollm2_dir
+    from axolotl_sealong.common.models import smollm2_dir
     from axolotl_sealong.core.pipeline import read_rows
 
     model = smollm2_dir()
@@ -198,7 +198,7 @@ def test_train_config_validates_with_the_plugin(tmp_path: Path) -> None:
     from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
 
-    from axolotl_sealong.core.embedded import smollm2_dir
+    from axolotl_sealong.common.models import smollm2_dir
 
     s = DemoSettings(learning_rate=3e-4, num_samples=4, prompt_strategy="none")
     data = tmp_path / "train.jsonl"

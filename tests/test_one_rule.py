@@ -90,7 +90,7 @@ def test_non_ascii_context_is_cut_the_same(
 
 
 def test_one_reader_names_file_and_line(tmp_path: Path) -> None:
-    from axolotl_sealong.data.io import numbered_records, read_rows, write_jsonl
+    from axolotl_sealong.common.rows import numbered_records, read_rows, write_jsonl
 
     rows = [{"a": i, "text": "Ödön"} for i in range(3)]
     path = write_jsonl(tmp_path / "r.jsonl", rows)

@@ -184,7 +184,7 @@ def test_an_embedder_named_jina_runs_no_remote_code_unless_asked(tmp_path, monke
 
     import sentence_transformers
 
-    from axolotl_sealong.core.embedded import minilm_dir
+    from axolotl_sealong.common.models import minilm_dir
     from axolotl_sealong.embedding.embedder import Embedder
 
     folder = tmp_path / "jina-embeddings-v2-small-en"  # a name with "jina" in it

@@ -8,8 +8,10 @@ an import of ``pkg.mod``. Importing ``a.b.c`` also runs ``a/b/__init__``, so
 the parent packages of a target are edges too, except those the importer sits in
 (already being imported). The whole graph must be acyclic. The layer rules:
 
-- ``core``, ``sampling``, ``embedding`` and ``data`` import nothing from
-  ``integrations``, ``cli``, ``demo`` or ``bench``; ``integrations`` nothing from
+- The layers, bottom up: ``common`` (model resolution, row files) imports
+  nothing of the package; ``sampling`` and ``embedding`` import only
+  ``common`` (and not each other); ``core`` imports those three, nothing of
+  ``data``; ``data`` nothing above ``core``; ``integrations`` nothing from
   ``cli``, ``demo`` or ``bench``; ``demo`` and ``bench`` nothing from ``cli``.
 - The engines import from ``sampling`` only the interface (``base``), the
   server settings (``server_args``), the GPU environment (``cuda_env``) and
@@ -17,9 +19,9 @@ the parent packages of a target are edges too, except those the importer sits in
   (it serves through it). No engine imports ``factory``; ``base``,
   ``server_args``, ``cuda_env`` and ``parallel`` import no other ``sampling``
   module.
-- ``core`` imports no torch, transformers, axolotl, vLLM, TRL, peft,
-  sentence-transformers or lm-eval at module level: read from the source, and
-  checked by importing each core module in a fresh interpreter.
+- ``common`` and ``core`` import no torch, transformers, axolotl, vLLM, TRL,
+  peft, sentence-transformers or lm-eval at module level: read from the source,
+  and checked by importing each of their modules in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -36,12 +38,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "axolotl_sealong"
-LAYERS_BELOW_INTEGRATIONS = ("core", "sampling", "embedding", "data")
+TOP = {"integrations", "cli", "demo", "bench"}
 FORBIDDEN = {
-    **{
-        layer: {"integrations", "cli", "demo", "bench"}
-        for layer in LAYERS_BELOW_INTEGRATIONS
-    },
+    "common": {"core", "sampling", "embedding", "data", *TOP},
+    "sampling": {"core", "embedding", "data", *TOP},
+    "embedding": {"core", "sampling", "data", *TOP},
+    "core": {"data", *TOP},
+    "data": TOP,
     "integrations": {"cli", "demo", "bench"},
     "demo": {"cli"},
     "bench": {"cli"},
@@ -218,17 +221,18 @@ def test_engines_import_only_the_sampling_interface():
     assert engine_violations(graph) == []
 
 
-def test_core_imports_no_heavy_library_at_module_level():
-    assert heavy_imports(ROOT, PACKAGE, "core") == []
+@pytest.mark.parametrize("sub", ["common", "core"])
+def test_bottom_layers_import_no_heavy_library_at_module_level(sub):
+    assert heavy_imports(ROOT, PACKAGE, sub) == []
 
 
 def test_importing_the_core_loads_no_torch():
     modules = sorted(
         name
         for name in module_names(ROOT, PACKAGE)
-        if name.startswith(PACKAGE + ".core")
+        if name.startswith((PACKAGE + ".core", PACKAGE + ".common"))
     )
-    assert len(modules) >= 8
+    assert len(modules) >= 10
     # One interpreter; after each import, what is loaded (the first module that
     # shows a library is the one that pulled it in).
     code = (
@@ -298,6 +302,9 @@ def test_checker_follows_parent_packages_but_not_the_importers_own(tmp_path):
     [
         ("core/x.py", "from axolotl_sealong.cli import main\n", "layer"),
         ("data/x.py", "def f():\n    import axolotl_sealong.demo.run\n", "layer"),
+        ("common/x.py", "from axolotl_sealong.core import ok\n", "layer"),
+        ("sampling/hf.py", "from axolotl_sealong.core.ok import f\n", "layer"),
+        ("core/w.py", "from axolotl_sealong.data import rows\n", "layer"),
         ("sampling/hf.py", "from axolotl_sealong.sampling import factory\n", "engine"),
         ("sampling/base.py", "from axolotl_sealong.sampling.hf import X\n", "engine"),
         ("core/y.py", "import torch\n", "heavy"),
@@ -307,7 +314,11 @@ def test_checker_follows_parent_packages_but_not_the_importers_own(tmp_path):
 def test_each_rule_catches_a_bad_import(tmp_path, module, line, rule):
     files = {
         f"{PACKAGE}/__init__.py": "",
-        **{f"{PACKAGE}/{sub}/__init__.py": "" for sub in ("core", "sampling")},
+        **{
+            f"{PACKAGE}/{sub}/__init__.py": ""
+            for sub in ("common", "core", "sampling", "data")
+        },
+        f"{PACKAGE}/data/rows.py": "",
         f"{PACKAGE}/cli/main.py": "",
         f"{PACKAGE}/demo/run.py": "",
         f"{PACKAGE}/sampling/factory.py": "",

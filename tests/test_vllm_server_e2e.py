@@ -183,7 +183,7 @@ def test_an_adapter_is_served_as_a_lora_module(tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from axolotl_sealong.core.embedded import resolve_model
+    from axolotl_sealong.common.models import resolve_model
     from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
 
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from axolotl_sealong.core.embedded import EMBEDDED_EMBEDDER
+from axolotl_sealong.common.models import EMBEDDED_EMBEDDER
 
 _WORDS = (
     "the plan first find passage which states that city was founded by river "

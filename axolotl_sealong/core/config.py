@@ -21,9 +21,11 @@ from pydantic import (
     model_validator,
 )
 
-from axolotl_sealong.core.embedded import EMBEDDED_EMBEDDER, EMBEDDED_MODEL
+from axolotl_sealong.common.models import EMBEDDED_EMBEDDER, EMBEDDED_MODEL
 from axolotl_sealong.core.mbr import REJECTED_RULES, UTILITIES
 from axolotl_sealong.core.prompts import DEFAULT_STRATEGY, INSTRUCTIONS
+from axolotl_sealong.embedding import LONG_TEXT_RULES
+from axolotl_sealong.sampling.base import split_urls
 
 YAML_PREFIX = "sealong_"
 # Settings never written to disk, logged or hashed (shown as "***" when set).
@@ -51,8 +53,6 @@ RUNTIME_FIELDS = (
 )
 # Keys of the Axolotl plugin alone (args.py): how to train on the labeled rows.
 PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long", "orpo_nll", "global_batch_size")
-# How the embedder treats outputs longer than its window (embedder.py implements them).
-LONG_TEXT_RULES: tuple[str, ...] = ("chunk_mean", "tail", "head")
 # Settings that take one of a few names (kept as str so new names need no migration).
 # UTILITIES and REJECTED_RULES are mbr.py's registries: checked at validation time,
 # so a utility or rule registered later is valid from then on.
@@ -65,11 +65,6 @@ _CHOICES: dict[str, Collection[str]] = {
 }
 # cpu, cuda, cuda:N, mps, xpu, xpu:N (what torch.device takes for sampling)
 _DEVICE = re.compile(r"(cpu|mps|(cuda|xpu)(:\d+)?)")
-
-
-def split_urls(value: str) -> list[str]:
-    """``"a, b,"`` -> ``["a", "b"]``: the comma-separated form of a URL list."""
-    return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
 
 
 class LabelConfig(BaseModel):

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from axolotl_sealong.common.models import cache_root
+from axolotl_sealong.common.rows import read_rows as read_rows, write_jsonl
 from axolotl_sealong.core.cache import (
     SampleStore,
     model_fingerprint,
@@ -26,7 +28,6 @@ from axolotl_sealong.core.cache import (
 )
 from axolotl_sealong.core.config import LabelConfig
 from axolotl_sealong.core.diagnostics import subem_diagnostics
-from axolotl_sealong.core.embedded import cache_root
 from axolotl_sealong.core.mbr import (
     scores_from_similarity,
     select_pair,
@@ -34,7 +35,6 @@ from axolotl_sealong.core.mbr import (
     utility_needs_embeddings,
 )
 from axolotl_sealong.core.prompts import build_user_prompt, fit_prompt, prompt_tokens
-from axolotl_sealong.data.io import read_rows as read_rows, write_jsonl
 from axolotl_sealong.sampling.base import (
     Sampler,
     SampleRequest,
@@ -236,7 +236,7 @@ def prompt_limits(cfg: LabelConfig) -> tuple[Any, int]:
     """
     from transformers import AutoTokenizer
 
-    from axolotl_sealong.core.embedded import resolve_model
+    from axolotl_sealong.common.models import resolve_model
 
     path = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.model_revision)
@@ -493,7 +493,7 @@ def check_inputs(
     engine that is not installed, a GPU that is not there, an output or cache
     folder that is a file.
     """
-    from axolotl_sealong.core.embedded import check_model_source
+    from axolotl_sealong.common.models import check_model_source
     from axolotl_sealong.embedding.embedder import check_embedder
     from axolotl_sealong.sampling.base import vllm_importable
     from axolotl_sealong.sampling.factory import resolve_engine

@@ -5,8 +5,8 @@
 - ``synth.build_synth``: synthetic multi-hop questions over fictional entities,
   with disjoint entity names between the train and eval splits.
 - ``contexts``: the paper's ``Passage i:`` format and the packing to a token
-  budget that both share; ``io``: streaming readers, JSONL/parquet writers and
-  the dataset card.
+  budget that both share; ``card``: the dataset card and build report. Rows
+  are read and written by ``axolotl_sealong.common.rows``.
 
 Nothing here imports axolotl or torch; ``transformers`` is imported only to
 load the tokenizer that counts tokens. See ``README.md`` in this folder.
@@ -14,8 +14,9 @@ load the tokenizer that counts tokens. See ``README.md`` in this folder.
 
 from __future__ import annotations
 
+from axolotl_sealong.common.rows import read_rows
+from axolotl_sealong.data.card import write_dataset
 from axolotl_sealong.data.contexts import format_context, load_tokenizer
-from axolotl_sealong.data.io import read_rows, write_dataset
 from axolotl_sealong.data.musique import build_musique
 from axolotl_sealong.data.synth import build_synth
 

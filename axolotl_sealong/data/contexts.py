@@ -109,7 +109,7 @@ def load_tokenizer(name_or_path: str = DEFAULT_TOKENIZER) -> TokenCounter:
     """A ``TokenCounter`` for a local folder, an HF id or ``embedded:*`` name."""
     from transformers import AutoTokenizer
 
-    from axolotl_sealong.core.embedded import check_model_source
+    from axolotl_sealong.common.models import check_model_source
 
     path = check_model_source(
         name_or_path,

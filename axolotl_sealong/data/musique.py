@@ -28,6 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from axolotl_sealong.common.rows import iter_records
+from axolotl_sealong.data.card import BuildReport, check_lengths, finish_report
 from axolotl_sealong.data.contexts import (
     OrderedSource,
     Passage,
@@ -38,12 +40,6 @@ from axolotl_sealong.data.contexts import (
     make_passages,
     pack_context,
     stable_hash,
-)
-from axolotl_sealong.data.io import (
-    BuildReport,
-    check_lengths,
-    finish_report,
-    iter_records,
 )
 
 LOG = logging.getLogger(__name__)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from axolotl_sealong.core.metrics import normalize_answer
+from axolotl_sealong.data.card import BuildReport, check_lengths, finish_report
 from axolotl_sealong.data.contexts import (
     OrderedSource,
     Passage,
@@ -46,7 +47,6 @@ from axolotl_sealong.data.contexts import (
     pack_context,
     stable_hash,
 )
-from axolotl_sealong.data.io import BuildReport, check_lengths, finish_report
 
 LOG = logging.getLogger(__name__)
 

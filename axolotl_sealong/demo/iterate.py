@@ -555,8 +555,8 @@ def pick_by_n(scored: list[dict[str, Any]], settings: dict[str, Any]) -> list[An
     """MBR pick accuracy for N = 4, 8, ... up to the N sampled (same embedder)."""
     import numpy as np
 
+    from axolotl_sealong.common.models import resolve_model
     from axolotl_sealong.core.diagnostics import pick_accuracy_by_n
-    from axolotl_sealong.core.embedded import resolve_model
     from axolotl_sealong.core.mbr import cosine_matrix
     from axolotl_sealong.embedding.embedder import Embedder
 
@@ -799,7 +799,7 @@ class Iteration:
         resume_hint: str = "the same command",
         seed: int = 0,
     ) -> None:
-        from axolotl_sealong.core.embedded import resolve_model
+        from axolotl_sealong.common.models import resolve_model
         from axolotl_sealong.integrations.axolotl.plugin import training_mode
 
         self.recipe = recipe
@@ -963,8 +963,8 @@ class Iteration:
 
     def union(self, r: int, labeled: dict[str, Any]) -> dict[str, Any]:
         """Bounded union: older rounds' rows with the largest gaps, up to the cap."""
+        from axolotl_sealong.common.rows import write_jsonl
         from axolotl_sealong.core.pipeline import read_rows
-        from axolotl_sealong.data.io import write_jsonl
 
         own = own_rows(Path(labeled["folder"]), self.mode, labeled.get("margin"))
         budget = max(0, self.policy.union_max_rows - own)

@@ -191,8 +191,8 @@ def synth(
 
 
 def build_data(out: Path, s: DemoSettings, model: Path) -> dict[str, Any]:
+    from axolotl_sealong.data.card import write_dataset
     from axolotl_sealong.data.contexts import load_tokenizer
-    from axolotl_sealong.data.io import write_dataset
 
     counter = load_tokenizer(str(model))
     result = {}
@@ -334,7 +334,7 @@ def run_demo(
     command: str = "sealong demo",
 ) -> dict[str, Any]:
     """Run (or resume) every stage and write the report; returns report.json's dict."""
-    from axolotl_sealong.core.embedded import smollm2_dir
+    from axolotl_sealong.common.models import smollm2_dir
 
     settings.check()
     if policy is DEMO_POLICY:  # fresh questions: --num-train of them per round

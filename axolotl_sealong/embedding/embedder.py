@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from axolotl_sealong.core.config import LONG_TEXT_RULES
-from axolotl_sealong.core.embedded import EMBEDDED_EMBEDDER, check_model_source
+from axolotl_sealong.common.models import EMBEDDED_EMBEDDER, check_model_source
+from axolotl_sealong.embedding import LONG_TEXT_RULES
 
 LOG = logging.getLogger(__name__)
 

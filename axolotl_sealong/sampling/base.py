@@ -134,7 +134,7 @@ def model_max_positions(model: str, revision: str | None = None) -> int | None:
     """
     from transformers import AutoConfig
 
-    from axolotl_sealong.core.embedded import resolve_model
+    from axolotl_sealong.common.models import resolve_model
 
     try:
         config = AutoConfig.from_pretrained(resolve_model(model), revision=revision)
@@ -143,3 +143,8 @@ def model_max_positions(model: str, revision: str | None = None) -> int | None:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     limit = getattr(text, "max_position_embeddings", None)
     return int(limit) if limit else None
+
+
+def split_urls(value: str) -> list[str]:
+    """``"a, b,"`` -> ``["a", "b"]``: the comma-separated form of a URL list."""
+    return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]

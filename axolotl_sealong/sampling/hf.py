@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from axolotl_sealong.core.embedded import resolve_model
+from axolotl_sealong.common.models import resolve_model
 from axolotl_sealong.sampling.base import (
     SampleRequest,
     SamplingParams,

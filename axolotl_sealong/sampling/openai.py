@@ -26,9 +26,13 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from axolotl_sealong.core.config import split_urls
-from axolotl_sealong.core.embedded import resolve_model
-from axolotl_sealong.sampling.base import SampleRequest, SamplingParams, chat_token_ids
+from axolotl_sealong.common.models import resolve_model
+from axolotl_sealong.sampling.base import (
+    SampleRequest,
+    SamplingParams,
+    chat_token_ids,
+    split_urls,
+)
 
 LOG = logging.getLogger(__name__)
 

@@ -144,7 +144,7 @@ def model_shape(
     the config cannot be read (the server would fail to load it anyway)."""
     from transformers import AutoConfig
 
-    from axolotl_sealong.core.embedded import resolve_model
+    from axolotl_sealong.common.models import resolve_model
 
     path = resolve_model(model)
     try:

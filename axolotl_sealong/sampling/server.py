@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from axolotl_sealong.core.embedded import resolve_model
+from axolotl_sealong.common.models import resolve_model
 from axolotl_sealong.sampling.base import (
     LAUNCHER_VARS,
     SampleRequest,

@@ -23,7 +23,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from axolotl_sealong.core.embedded import resolve_model
+from axolotl_sealong.common.models import resolve_model
 from axolotl_sealong.sampling.base import (
     LAUNCHER_VARS,
     SampleRequest,

@@ -19,6 +19,6 @@ RAM_FRACTION = float(os.environ.get("SEALONG_VLLM_MEM", "0.2"))
 def model_dir() -> str:
     if os.environ.get("SEALONG_TEST_MODEL"):
         return os.environ["SEALONG_TEST_MODEL"]
-    from axolotl_sealong.core.embedded import smollm2_dir
+    from axolotl_sealong.common.models import smollm2_dir
 
     return str(smollm2_dir())

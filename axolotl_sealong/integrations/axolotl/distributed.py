@@ -138,7 +138,7 @@ def wait_done(
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """A shard's rows (none when the shard wrote no such file)."""
-    from axolotl_sealong.data.io import read_rows
+    from axolotl_sealong.common.rows import read_rows
 
     return read_rows(path) if path.exists() else []
 

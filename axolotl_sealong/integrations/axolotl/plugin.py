@@ -46,7 +46,7 @@ class SeaLongPlugin(BasePlugin):
         # model instead of a machine-specific path.
         import os
 
-        from axolotl_sealong.core.embedded import resolve_model
+        from axolotl_sealong.common.models import resolve_model
 
         # Axolotl shows axolotl* records at AXOLOTL_LOG_LEVEL, but ours inherit
         # the root's WARNING: without this the counts, skips and cache hits of
@@ -216,7 +216,7 @@ def fit_rows(cfg: Any, src: Path, dst: Path, mode: str) -> dict[str, int]:
     from axolotl.loaders.tokenizer import load_tokenizer
     from axolotl.utils.chat_templates.base import get_chat_template_from_config
 
-    from axolotl_sealong.data.io import read_rows, write_jsonl
+    from axolotl_sealong.common.rows import read_rows, write_jsonl
 
     tokenizer = load_tokenizer(cfg)
     template = get_chat_template_from_config(cfg=cfg, tokenizer=tokenizer)

@@ -358,8 +358,8 @@ def _questions(state: _State) -> Check:
 
 
 def _done(state: _State) -> Check:
+    from axolotl_sealong.common.models import cache_root
     from axolotl_sealong.core.cache import SampleStore
-    from axolotl_sealong.core.embedded import cache_root
     from axolotl_sealong.core.pipeline import (
         DIAGNOSTICS_FILE,
         sample_key_parts,
@@ -434,7 +434,7 @@ def _gpu_lines(gpus: Any) -> list[str]:
 def _vllm_server(state: _State) -> Check:
     import os
 
-    from axolotl_sealong.core.embedded import resolve_model
+    from axolotl_sealong.common.models import resolve_model
     from axolotl_sealong.sampling.cuda_env import query_gpus
     from axolotl_sealong.sampling.server import (
         check_server_cuda,

@@ -122,7 +122,7 @@ def read_questions(
 
 
 def _read_local(entries: list[tuple[int, Any]], base_dir: Path | None) -> list[Any]:
-    from axolotl_sealong.data.io import read_rows
+    from axolotl_sealong.common.rows import read_rows
 
     rows: list[dict[str, Any]] = []
     for index, ds in entries:

@@ -130,7 +130,7 @@ def lm_eval_argv(args: list[str]) -> list[str]:
 def read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """``(file:line, row)`` pairs from the package's one row reader; no rows is
     an error."""
-    from axolotl_sealong.data.io import numbered_records
+    from axolotl_sealong.common.rows import numbered_records
 
     rows = list(numbered_records(path))
     if not rows:
@@ -532,7 +532,7 @@ def synth_path(metadata: Mapping[str, Any]) -> Path:
         if not path.is_file():
             raise FileNotFoundError(f"{path} (from {origin}): no such file")
         return path
-    from axolotl_sealong.core.embedded import cache_root
+    from axolotl_sealong.common.models import cache_root
 
     path = cache_root() / "synth" / "eval.jsonl"
     if not path.is_file():
