@@ -14,61 +14,18 @@ decoders: a new one is a function under ``@register_utility("name")`` or
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 import numpy as np
 
+from axolotl_sealong.common.registry import Registry
 from axolotl_sealong.core.metrics import extract_final_answer, normalize_answer
 
-T = TypeVar("T")
 # texts (and their embeddings, for utilities that need them) -> N x N similarity
 SimilarityFn = Callable[[Sequence[str], np.ndarray | None], np.ndarray]
 # scores, the indices that may be rejected (ascending), rng -> the rejected index
 RejectFn = Callable[[np.ndarray, Sequence[int], np.random.Generator], int]
-
-
-class Registry(Generic[T]):
-    """Implementations by name, in registration order (the order errors list).
-
-    Iterating yields the names, so a registry is the list of valid values of
-    its setting: ``LabelConfig`` validates against it at validation time, and
-    a name registered later is valid from then on.
-    """
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self._items: dict[str, T] = {}
-
-    def add(self, name: str, item: T) -> None:
-        """Register ``item`` as ``name``; a name is never silently replaced."""
-        if name in self._items:
-            raise ValueError(f"{self.kind} {name!r} is already registered")
-        self._items[name] = item
-
-    def remove(self, name: str) -> None:
-        """Drop a registered name (for tests and plugins that clean up)."""
-        del self._items[name]
-
-    def get(self, name: str) -> T:
-        """The implementation of ``name``, or an error listing the valid names."""
-        try:
-            return self._items[name]
-        except KeyError:
-            valid = ", ".join(self)
-            raise ValueError(
-                f"unknown {self.kind} {name!r}: use one of {valid}"
-            ) from None
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(tuple(self._items))
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 @dataclass(frozen=True)
