@@ -5,7 +5,7 @@
 # can: each wheel is downloaded (no dependencies), its .py files unpacked into
 # a temporary folder and put first on .venv-vllm's path, and
 # scripts/check_vllm_flags.py parses with that release's make_arg_parser.
-#   bash scripts/check_vllm_flags.sh [0.20.0 0.23.0 ...] > docs/compat/vllm_flags.txt
+#   bash scripts/check_vllm_flags.sh [0.20.0 0.23.0 ...] > docs/results/compat/vllm_flags.txt
 # Needs .venv-vllm (scripts/setup_vllm.sh) and PyPI; about 250 MB per release.
 set -euo pipefail
 cd "$(dirname "$0")/.."

