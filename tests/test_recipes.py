@@ -145,11 +145,11 @@ def test_readme_help_and_recipes_agree_on_the_gpu_install():
 
     words = f"{low}-{ok[-1]}"
     readme = (root / "README.md").read_text()
-    gpu_doc = (root / "docs/gpu.md").read_text()
+    install_doc = (root / "docs/install.md").read_text()
     helptext = build_parser().epilog or ""  # `sealong --help` ends with it
     recipes = [p.read_text() for p in RECIPES if "cpu" not in p.name]
     assert len(recipes) == 4
-    for text in [readme, gpu_doc, helptext, *recipes]:
+    for text in [readme, install_doc, helptext, *recipes]:
         assert words in text
         for line in INSTALL_ONE_ENV:
             assert line in text
@@ -157,7 +157,7 @@ def test_readme_help_and_recipes_agree_on_the_gpu_install():
         assert f"torch=={TORCH_TRAINER}" in text
         assert '"axolotl-sealong[gpu]"' in text
         assert 'pip install "axolotl-sealong[vllm]"' not in text  # the old line
-    for text in [readme, gpu_doc, helptext]:  # the trainer alone, in full
+    for text in [readme, install_doc, helptext]:  # the trainer alone, in full
         for line in INSTALL_TRAINER:
             assert line in text
     assert "vllm_server" in helptext and "scripts/gpu_check.sh" in readme

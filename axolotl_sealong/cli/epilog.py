@@ -1,7 +1,7 @@
 """`sealong --help`'s closing lines: the GPU install and where to go next.
 
 The install lines are ``requirements.py``'s, the ones the plugin's
-missing-package error, the README, docs/gpu.md and the GPU recipes show
+missing-package error, the README, docs/install.md and the GPU recipes show
 (tests/test_recipes.py checks they agree). Light: no torch or axolotl import.
 """
 

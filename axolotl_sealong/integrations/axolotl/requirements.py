@@ -5,7 +5,7 @@ not bring: flash-attn (``attn_implementation: flash_attention_2``, or the legacy
 ``flash_attention: true``) and deepspeed (``deepspeed:``, the ZeRO-3 recipe). Both
 come with the ``[gpu]`` extra (axolotl's own ``[flash-attn,deepspeed]`` extras),
 built against the torch already installed; the install lines below are the ones
-the README, ``sealong --help``, docs/gpu.md and the recipe headers show
+the README, ``sealong --help``, docs/install.md and the recipe headers show
 (tests/test_recipes.py checks they agree).
 
 The plugin's ``register`` hook runs :func:`check_training_requirements` on the
@@ -67,7 +67,7 @@ INSTALL_TRAINER = (
     f"pip install torch=={TORCH_TRAINER} {BUILD_TOOLS}",
     GPU_EXTRA_INSTALL,
 )
-DOCS = 'docs/gpu.md, "Install for training on a GPU"'
+DOCS = 'docs/install.md, "GPU machine: the trainer"'
 _DEFERRED: ContextVar[bool] = ContextVar("sealong_requirements_deferred", default=False)
 
 _FLASH_PACKAGES = {
