@@ -127,7 +127,7 @@ def register(sub: Any) -> None:
         "--engines",
         help="comma-separated: hf (its defaults), hf-bf16kv / hf-fp32kv (the "
         "prompt cache in bfloat16 / float32), hf-torch-linear (float32 cache, "
-        "linears not packed: the engine before 2026-11-24), hf-expand, "
+        "torch's own linear: hf_packed_linear false), hf-expand, "
         "hf-generate, vllm, openai (default: hf, and vllm / openai when "
         "available)",
     )

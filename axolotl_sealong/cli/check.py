@@ -62,8 +62,8 @@ def register(sub: Any) -> None:
         "--prefill-tps",
         type=_positive(float),
         help="estimate: prompt tokens/s per GPU (default 10000 on a GPU, an "
-        "assumption for an 8B model on an H100; 560 per process on a CPU, measured "
-        "for the CPU demo)",
+        "assumption for an 8B model on an H100; 560 per process on a CPU, the "
+        "CPU demo's rate: docs/gpu.md, 'The preflight')",
     )
     parser.add_argument(
         "--decode-tps",

@@ -122,27 +122,27 @@ class LabelConfig(BaseModel):
     )
     hf_batch_questions: int = Field(
         default=1,
-        description="hf engine: questions decoded together (fills a GPU; on a "
-        "2-core CPU 4 was 1.8x faster than 1 at ~400-token prompts, measured "
-        "2026-11-23).",
+        description="hf engine: questions decoded together, their samples sharing "
+        "each read of the weights (shared_prefix only; expand and generate take "
+        "one at a time). More keeps a GPU busy, at the memory of more prompt "
+        "caches.",
     )
     hf_kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto",
         description="hf engine, shared_prefix: dtype of the stored prompt KV cache. "
         "auto: bfloat16 under a float32 model on a CPU with native bf16 "
-        "(AVX512-BF16 or AMX), where it made N=8 from a 2K prompt 1.1-1.3x faster "
-        "(two runs of sealong bench sampling, 2026-11-24); else the model's "
-        "dtype. bfloat16 halves the cache and its reads, "
+        "(AVX512-BF16 or AMX), which multiplies bf16 faster than float32; else "
+        "the model's dtype. bfloat16 halves the cache and its reads, "
         "at bf16 precision in the prompt attention (as vLLM's kv_cache_dtype); "
         "the generated tokens' cache keeps the model's dtype. float32: exact.",
     )
     hf_packed_linear: bool | None = Field(
         default=None,
         description="hf engine: run the linear layers through oneDNN with their "
-        "weights packed once (unset: on for a CPU). Decoding 8 samples from a "
-        "2K prompt was 1.4x faster per step on a 2-core CPU (sealong bench "
-        "decode, 2026-11-24); costs a second copy "
-        "of the weights in RAM. false: torch's plain linear.",
+        "weights packed once (unset: on for a CPU). torch's plain CPU linear "
+        "re-lays out the weight on every call, a cost that rivals the product "
+        "itself for the few rows (the N samples) of a decode step. Costs a "
+        "second copy of the weights in RAM. false: torch's plain linear.",
     )
     vllm_tensor_parallel_size: int | None = Field(
         default=None,
@@ -294,12 +294,15 @@ class LabelConfig(BaseModel):
     embedder_batch_size: int = Field(default=64, description="Embedding batch size.")
     utility: str = Field(
         default="embedding",
-        description=f"MBR utility: {', '.join(UTILITIES)}.",
+        description=f"MBR utility, by registered name: {', '.join(UTILITIES)} "
+        "(embedding: cosine of sentence embeddings, the paper). Adding one: "
+        "docs/extending.md.",
     )
     rejected: str = Field(
         default="lower_half",
-        description="Rejected pick: lower_half (uniform over the lower-scoring "
-        "half, the paper) or min.",
+        description="Rejected pick, by registered name: lower_half (uniform over "
+        "the lower-scoring half, the paper), min (the lowest score), or a rule "
+        "you register (docs/extending.md).",
     )
     margin: float = Field(
         default=0.0,
