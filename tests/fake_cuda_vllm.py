@@ -2,7 +2,7 @@
 
 Installed by ``gpu_fakes.install_cuda_python`` behind a ``python`` script:
 
-- ``python -c <probe>`` (``sampling.server``'s probe): prints what a CUDA vLLM
+- ``python -c <probe>`` (``sampling.server_env``'s probe): prints what a CUDA vLLM
   0.23.0 on torch 2.11.0+cu130 would, with as many GPUs as
   ``CUDA_VISIBLE_DEVICES`` leaves of ``$FAKE_VLLM_GPUS`` (``$FAKE_VLLM_CUDA=0``:
   a CUDA build whose torch sees none, as on a driver too old for CUDA 13);

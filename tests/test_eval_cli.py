@@ -121,7 +121,7 @@ def test_hf_samples(
 
 
 def test_lm_eval_validate_with_include_path() -> None:
-    from axolotl_sealong.integrations.lm_eval.tasks import task_dir
+    from axolotl_sealong.integrations.lm_eval.discovery import task_dir
 
     proc = subprocess.run(
         [sys.executable, "-m", "lm_eval", "validate", "--tasks",

@@ -37,13 +37,13 @@ CHECK = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])  # tests/, for eval_support only
     os.environ["SEALONG_LONGBENCH_DIR"] = sys.argv[2]
     import axolotl_sealong
-    from axolotl_sealong.integrations.lm_eval import tasks as eval_tasks
+    from axolotl_sealong.integrations.lm_eval import discovery
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
     from eval_support import GROUP_EXPECTED, FakeLM
 
     assert axolotl_sealong.__file__.startswith(sys.prefix), axolotl_sealong.__file__
-    assert eval_tasks.found_by_default(), eval_tasks.task_dir()
+    assert discovery.found_by_default(), discovery.task_dir()
     res = simple_evaluate(
         model=FakeLM(), tasks=["longbench_sealong"], task_manager=TaskManager()
     )

@@ -29,7 +29,7 @@ from eval_support import (
 )
 
 from axolotl_sealong.core.prompts import build_user_prompt
-from axolotl_sealong.integrations.lm_eval.tasks import task_dir
+from axolotl_sealong.integrations.lm_eval.discovery import task_dir
 
 METRICS = ("sub_em", "sub_em_extracted", "output_tokens")
 

@@ -10,7 +10,7 @@ wrapped in LongBench's task prompt, ``input`` turned into ``question:
 "Question: {input}\\n"``, plus ``answer_prefix``, ``task``, ``max_new_tokens``.
 The wrapper strings used here to build mirror rows come from the LongBench
 tasks that ship with lm-eval (an independent copy of LongBench's prompts), not
-from ``axolotl_sealong.integrations.lm_eval.tasks``.
+from ``axolotl_sealong.integrations.lm_eval.rows``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ import yaml
 from eval_support import GEN_KWARGS
 
 from axolotl_sealong.core.prompts import build_user_prompt, fit_prompt
-from axolotl_sealong.integrations.lm_eval import tasks as eval_tasks
+from axolotl_sealong.integrations.lm_eval import (
+    discovery,
+    rows as eval_rows,
+    tasks as eval_tasks,
+)
 
 REAL_DIR = Path(__file__).parent / "data" / "eval" / "longbench_real"
 SUBSETS = ("qasper", "multifieldqa_en", "hotpotqa", "musique", "2wikimqa")
@@ -121,7 +125,7 @@ def _evaluate(tiny_tokenizer_dir: Path) -> tuple[dict[str, Any], Any]:
         "max_gen_toks": MAX_GEN,
     }
     manager = TaskManager(
-        include_path=str(eval_tasks.task_dir()),
+        include_path=str(discovery.task_dir()),
         include_defaults=False,
         metadata=metadata,
     )
@@ -174,7 +178,7 @@ def _check_run(res: dict[str, Any], lm: Any, tiny_tokenizer_dir: Path) -> None:
 def test_real_rows_offline(
     tiny_tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(eval_tasks.ENV_LONGBENCH_DIR, str(REAL_DIR))
+    monkeypatch.setenv(eval_rows.ENV_LONGBENCH_DIR, str(REAL_DIR))
     res, lm = _evaluate(tiny_tokenizer_dir)
     _check_run(res, lm, tiny_tokenizer_dir)
 
@@ -190,11 +194,11 @@ def test_real_rows_through_the_mirror_layout(
         calls.append((path, name, split))
         return datasets.Dataset.from_list([mirror_row(r, name) for r in _rows(name)])
 
-    monkeypatch.delenv(eval_tasks.ENV_LONGBENCH_DIR, raising=False)
+    monkeypatch.delenv(eval_rows.ENV_LONGBENCH_DIR, raising=False)
     monkeypatch.setattr(datasets, "load_dataset", mirror)
     res, lm = _evaluate(tiny_tokenizer_dir)
     assert sorted(calls) == sorted(
-        (eval_tasks.LONGBENCH_REPO, s, "test") for s in SUBSETS
+        (eval_rows.LONGBENCH_REPO, s, "test") for s in SUBSETS
     )
     _check_run(res, lm, tiny_tokenizer_dir)
 
@@ -203,8 +207,8 @@ def test_real_rows_through_the_mirror_layout(
 def test_mirror_rows_give_the_offline_docs(subset: str) -> None:
     """Unwrapping is exact: same context and question as THUDM's row."""
     for i, row in enumerate(_rows(subset)):
-        offline = eval_tasks.normalize_longbench_row(row, "offline", i, subset)
-        hub = eval_tasks.normalize_longbench_row(
+        offline = eval_rows.normalize_longbench_row(row, "offline", i, subset)
+        hub = eval_rows.normalize_longbench_row(
             mirror_row(row, subset), "hub", i, subset
         )
         assert hub == offline
@@ -215,7 +219,7 @@ def test_a_mirror_row_that_is_not_wrapped_is_refused() -> None:
     row = mirror_row(_rows("hotpotqa")[0], "hotpotqa")
     row["context"] = "Passage 1:\nNo wrapper here."
     with pytest.raises(ValueError, match=r"hub row 0: .*context is not wrapped"):
-        eval_tasks.normalize_longbench_row(row, "hub row 0", 0, "hotpotqa")
+        eval_rows.normalize_longbench_row(row, "hub row 0", 0, "hotpotqa")
 
 
 def test_training_and_eval_cut_real_rows_the_same(tiny_tokenizer_dir: Path) -> None:

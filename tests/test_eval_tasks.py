@@ -17,10 +17,15 @@ from eval_support import (
     read_rows,
 )
 
-from axolotl_sealong.core.prompts import INSTRUCTIONS, build_user_prompt
-from axolotl_sealong.integrations.lm_eval import tasks as eval_tasks
+from axolotl_sealong.core.prompts import INSTRUCTIONS, build_user_prompt, prompt_tokens
+from axolotl_sealong.integrations.lm_eval import (
+    discovery,
+    rows as eval_rows,
+    tasks as eval_tasks,
+    truncation,
+)
 
-TASK_DIR = eval_tasks.task_dir()
+TASK_DIR = discovery.task_dir()
 
 
 class _Loader(yaml.SafeLoader):
@@ -47,7 +52,7 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
 # --------------------------------------------------------------------------- #
 def test_task_folder_layout() -> None:
     names = {p.name for p in TASK_DIR.iterdir() if p.suffix == ".yaml"}
-    subsets = eval_tasks.LONGBENCH_SUBSETS
+    subsets = eval_rows.LONGBENCH_SUBSETS
     assert names == {f"longbench_sealong_{s}.yaml" for s in subsets} | {
         "_longbench_sealong.yaml",
         "sealong_synth.yaml",
@@ -55,7 +60,7 @@ def test_task_folder_layout() -> None:
     template = load_yaml("_template_yaml")
     assert template["generation_kwargs"] == GEN_KWARGS
     assert template["output_type"] == "generate_until"
-    assert template["dataset_path"] == eval_tasks.LONGBENCH_REPO
+    assert template["dataset_path"] == eval_rows.LONGBENCH_REPO
     assert [m["metric"] for m in template["metric_list"]] == [
         "sub_em",
         "sub_em_extracted",
@@ -93,7 +98,7 @@ def test_task_dir_and_readme() -> None:
 # --------------------------------------------------------------------------- #
 # Prompt and metrics
 # --------------------------------------------------------------------------- #
-@pytest.mark.parametrize("subset", eval_tasks.LONGBENCH_SUBSETS)
+@pytest.mark.parametrize("subset", eval_rows.LONGBENCH_SUBSETS)
 def test_prompt_is_the_shared_template(subset: str) -> None:
     docs = eval_tasks.load_longbench(subset, longbench_dir=str(LONGBENCH_DIR))["test"]
     rows = read_rows(LONGBENCH_DIR / f"{subset}.jsonl")
@@ -144,7 +149,7 @@ def test_output_tokens_with_the_models_tokenizer(tiny_tokenizer_dir: Path) -> No
 # Data sources and bad input
 # --------------------------------------------------------------------------- #
 def test_env_var_selects_the_local_folder(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(eval_tasks.ENV_LONGBENCH_DIR, str(LONGBENCH_DIR))
+    monkeypatch.setenv(eval_rows.ENV_LONGBENCH_DIR, str(LONGBENCH_DIR))
     docs = eval_tasks.load_longbench("qasper")["test"]
     assert docs["id"] == ["qasper-toy-1", "qasper-toy-2", "qasper-toy-3"]
     assert docs[0]["input"] == "Which dataset do the authors evaluate on?"
@@ -159,7 +164,7 @@ def test_hub_mirror_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append((path, name, split))
         return [{"context": "c", "question": "q?", "answers": ["a"], "_id": "x"}]
 
-    monkeypatch.delenv(eval_tasks.ENV_LONGBENCH_DIR, raising=False)
+    monkeypatch.delenv(eval_rows.ENV_LONGBENCH_DIR, raising=False)
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
     docs = eval_tasks.load_longbench("musique")["test"]
     assert calls == [("Xnhyacinth/LongBench", "musique", "test")]
@@ -184,7 +189,7 @@ def test_missing_folder_names_the_path(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     missing = tmp_path / "longbench"
-    monkeypatch.setenv(eval_tasks.ENV_LONGBENCH_DIR, str(missing))
+    monkeypatch.setenv(eval_rows.ENV_LONGBENCH_DIR, str(missing))
     with pytest.raises(FileNotFoundError, match=rf"{missing}.*SEALONG_LONGBENCH_DIR"):
         eval_tasks.load_longbench("hotpotqa")
     with pytest.raises(FileNotFoundError, match=r"metadata 'longbench_dir'"):
@@ -238,23 +243,23 @@ def test_bad_json_and_empty_file(tmp_path: Path) -> None:
 
 def test_synth_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SEALONG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(eval_tasks.ENV_SYNTH_EVAL, raising=False)
+    monkeypatch.delenv(eval_rows.ENV_SYNTH_EVAL, raising=False)
     with pytest.raises(
         FileNotFoundError, match=r"\$SEALONG_SYNTH_EVAL.*synth_eval_path"
     ):
         eval_tasks.load_synth()
-    monkeypatch.setenv(eval_tasks.ENV_SYNTH_EVAL, str(tmp_path / "nope.jsonl"))
+    monkeypatch.setenv(eval_rows.ENV_SYNTH_EVAL, str(tmp_path / "nope.jsonl"))
     with pytest.raises(
         FileNotFoundError, match=r"nope.jsonl \(from \$SEALONG_SYNTH_EVAL"
     ):
         eval_tasks.load_synth()
-    monkeypatch.setenv(eval_tasks.ENV_SYNTH_EVAL, str(SYNTH_FILE))
+    monkeypatch.setenv(eval_rows.ENV_SYNTH_EVAL, str(SYNTH_FILE))
     docs = eval_tasks.load_synth()["test"]
     assert docs["id"] == ["synth-1", "synth-2"] and docs["length"] == [40, 38]
     default = tmp_path / "cache" / "synth" / "eval.jsonl"
     default.parent.mkdir(parents=True)
     default.write_text(SYNTH_FILE.read_text())
-    monkeypatch.delenv(eval_tasks.ENV_SYNTH_EVAL)
+    monkeypatch.delenv(eval_rows.ENV_SYNTH_EVAL)
     assert len(eval_tasks.load_synth()["test"]) == 2
     bad = write_jsonl(
         tmp_path / "bad.jsonl",
@@ -301,7 +306,7 @@ def test_middle_truncation_fits_the_budget(
     }
     long_doc, short_doc = eval_tasks.load_longbench("hotpotqa", **meta)["test"]
     prompt = eval_tasks.doc_to_text(long_doc)
-    n_tokens = eval_tasks.prompt_tokens(tok, prompt)
+    n_tokens = prompt_tokens(tok, prompt)
     assert 240 <= n_tokens <= 256  # budget = 300 - 44, chat template included
     assert long_doc["context_tokens_cut"] > 1000
     assert long_doc["context"].startswith("HEAD-START The quick")
@@ -356,11 +361,11 @@ def test_truncation_none_and_bad_mode(tmp_path: Path, tiny_tokenizer_dir: Path) 
 
 
 def test_max_length_from_the_model_config(tiny_llama_dir: Path) -> None:
-    tok = eval_tasks.load_tokenizer(str(tiny_llama_dir))
+    tok = truncation.load_tokenizer(str(tiny_llama_dir))
     assert (
-        eval_tasks.resolve_max_length({"pretrained": str(tiny_llama_dir)}, tok) == 8192
+        truncation.resolve_max_length({"pretrained": str(tiny_llama_dir)}, tok) == 8192
     )
-    assert eval_tasks.resolve_max_length({"max_model_len": "512"}, tok) == 512
+    assert truncation.resolve_max_length({"max_model_len": "512"}, tok) == 512
 
 
 # --------------------------------------------------------------------------- #
@@ -394,15 +399,15 @@ def test_multihop_to_longbench_shapes() -> None:
 
 
 def test_sealong_eval_argv(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(eval_tasks, "found_by_default", lambda: False)
+    monkeypatch.setattr(discovery, "found_by_default", lambda: False)
     args = ["--model", "hf", "--tasks", "longbench_sealong"]
-    assert eval_tasks.lm_eval_argv(args) == [*args, "--include_path", str(TASK_DIR)]
-    assert eval_tasks.lm_eval_argv(["ls", "tasks"])[-1] == str(TASK_DIR)
+    assert discovery.lm_eval_argv(args) == [*args, "--include_path", str(TASK_DIR)]
+    assert discovery.lm_eval_argv(["ls", "tasks"])[-1] == str(TASK_DIR)
     mine = [*args, "--include_path", "/my/tasks"]
-    assert eval_tasks.lm_eval_argv(mine) == mine
-    assert eval_tasks.lm_eval_argv(["--help"]) == ["--help"]
-    monkeypatch.setattr(eval_tasks, "found_by_default", lambda: True)
-    assert eval_tasks.lm_eval_argv(args) == args
+    assert discovery.lm_eval_argv(mine) == mine
+    assert discovery.lm_eval_argv(["--help"]) == ["--help"]
+    monkeypatch.setattr(discovery, "found_by_default", lambda: True)
+    assert discovery.lm_eval_argv(args) == args
 
 
 def test_sealong_eval_task_dir(capsys: pytest.CaptureFixture[str]) -> None:
@@ -410,7 +415,7 @@ def test_sealong_eval_task_dir(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert main(["eval", "--task-dir"]) == 0
     assert capsys.readouterr().out.strip() == str(TASK_DIR)
-    assert eval_tasks.found_by_default() is False  # a source checkout here
+    assert discovery.found_by_default() is False  # a source checkout here
 
 
 def test_synth_prompt_strategy(tmp_path: Path) -> None:

@@ -28,8 +28,9 @@ from gpu_fakes import (
 )
 
 from axolotl_sealong.bench.tiny import build_tiny_tokenizer
-from axolotl_sealong.sampling import cuda_env, server as ss
+from axolotl_sealong.sampling import cuda_env, server as ss, server_env as senv
 from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
+from axolotl_sealong.sampling.options import VLLMOptions
 from axolotl_sealong.sampling.parallel import (
     ModelShape,
     model_shape,
@@ -84,7 +85,7 @@ def test_what_every_axolotl_command_sets_never_reaches_the_server():
         "RANK": "0",
         "PATH": "/usr/bin",
     }
-    env = ss.server_environ("/srv/bin/python", base)
+    env = senv.server_environ("/srv/bin/python", base)
     assert "PYTORCH_ALLOC_CONF" not in env and "RANK" not in env
 
 
@@ -137,10 +138,12 @@ def test_uuids_reach_the_server_as_indices_in_nvidia_smis_order(tmp_path, monkey
     monkeypatch.setenv("PATH", path_with(tmp_path))
     environ = {"CUDA_VISIBLE_DEVICES": f"{uuid(4)},{uuid(1)[:10]}"}
     state = cuda_env.query_gpus(environ)
-    env = ss.server_environ("/srv/bin/python", environ, gpus=state)
+    env = senv.server_environ("/srv/bin/python", environ, gpus=state)
     assert env["CUDA_VISIBLE_DEVICES"] == "4,1"
     assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
-    plain = ss.server_environ("/srv/bin/python", {"CUDA_VISIBLE_DEVICES": "4,1"}, state)
+    plain = senv.server_environ(
+        "/srv/bin/python", {"CUDA_VISIBLE_DEVICES": "4,1"}, state
+    )
     assert plain["CUDA_VISIBLE_DEVICES"] == "4,1" and "CUDA_DEVICE_ORDER" not in plain
 
 
@@ -303,8 +306,9 @@ def _model(tmp_path: Path, name: str) -> str:
 
 def _sampler(node, model, **kw) -> ss.VLLMServerSampler:
     options = dict(
-        python=node["python"], max_model_len=32768, num_samples=4,
-        max_new_tokens=16, concurrency=2, start_timeout=30, log_dir=node["labels"],
+        python=node["python"], max_model_len=32768,
+        vllm=VLLMOptions(num_samples=4, max_new_tokens=16), concurrency=2,
+        start_timeout=30, log_dir=node["labels"],
     )  # fmt: skip
     options.update(kw)
     return ss.VLLMServerSampler(model, **options)

@@ -6,7 +6,8 @@ import pytest
 
 from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
 from axolotl_sealong.sampling.factory import make_sampler
-from axolotl_sealong.sampling.hf import HFSampler, sample_next, supports_shared_prefix
+from axolotl_sealong.sampling.hf import HFSampler
+from axolotl_sealong.sampling.hf_kernels import sample_next, supports_shared_prefix
 
 
 def _requests(count: int = 3) -> list[SampleRequest]:
@@ -167,9 +168,9 @@ def test_bf16_prompt_cache_is_stored_in_bf16_and_stays_close(tiny_llama_dir):
     assert first == _run(engine, _requests(), params)
     assert all(len(v) == 3 for v in first.values())
     # the attention itself: bf16 prompt keys/values against float32 ones
-    from axolotl_sealong.sampling.hf import (
-        _Group,
-        _PrefixContext,
+    from axolotl_sealong.sampling.hf_kernels import (
+        DecodeGroup,
+        PrefixContext,
         shared_prefix_attention,
     )
 
@@ -185,8 +186,8 @@ def test_bf16_prompt_cache_is_stored_in_bf16_and_stays_close(tiny_llama_dir):
     )
     out = {}
     for dt in (torch.float32, torch.bfloat16):
-        grp = _Group(_requests(1)[0], 300, [(pk.to(dt), pv.to(dt))], None, [])
-        ctx = _PrefixContext([grp], [4])
+        grp = DecodeGroup(_requests(1)[0], 300, [(pk.to(dt), pv.to(dt))], None, [])
+        ctx = PrefixContext([grp], [4])
         out[dt] = shared_prefix_attention(Layer, q, k, v, None, sealong_prefix=ctx)[0]
     assert out[torch.bfloat16].dtype == torch.float32
     err = (out[torch.bfloat16] - out[torch.float32]).abs().max()
@@ -200,21 +201,21 @@ def test_auto_prompt_cache_is_bf16_only_under_fp32_on_a_native_bf16_cpu(
 ):
     import torch
 
-    from axolotl_sealong.sampling import hf as sampling_hf
+    from axolotl_sealong.sampling import hf_cpu
     from axolotl_sealong.sampling.base import cpu_has_native_bf16
 
-    pick = sampling_hf._prompt_kv_dtype
+    pick = hf_cpu.prompt_kv_dtype
     fp32, bf16 = torch.float32, torch.bfloat16
     native = cpu_has_native_bf16()
     assert pick("auto", "shared_prefix", fp32, "cpu") == (bf16 if native else None)
-    monkeypatch.setattr(sampling_hf, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(hf_cpu, "cpu_has_native_bf16", lambda: True)
     assert pick("auto", "shared_prefix", fp32, "cpu") == bf16
     assert pick("auto", "shared_prefix", bf16, "cpu") is None  # already bf16
     assert pick("auto", "shared_prefix", fp32, "cuda") is None
     assert pick("auto", "expand", fp32, "cpu") is None  # one cache per sample
     assert pick("float32", "shared_prefix", fp32, "cpu") is None  # the model's
     assert pick("float16", "shared_prefix", fp32, "cuda") == torch.float16
-    monkeypatch.setattr(sampling_hf, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(hf_cpu, "cpu_has_native_bf16", lambda: False)
     assert pick("auto", "shared_prefix", fp32, "cpu") is None  # emulated: slower
     assert pick("bfloat16", "shared_prefix", fp32, "cpu") == bf16  # asked for
 
@@ -224,7 +225,7 @@ def test_packed_linears_compute_the_same_logits(tiny_llama_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from axolotl_sealong.sampling.hf import pack_linear_weights
+    from axolotl_sealong.sampling.hf_cpu import pack_linear_weights
 
     def load():
         return AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()

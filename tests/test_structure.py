@@ -14,11 +14,16 @@ the parent packages of a target are edges too, except those the importer sits in
   ``data``; ``data`` nothing above ``core``; ``integrations`` nothing from
   ``cli``, ``demo`` or ``bench``; ``demo`` and ``bench`` nothing from ``cli``.
 - The engines import from ``sampling`` only the interface (``base``), the
-  server settings (``server_args``), the GPU environment (``cuda_env``) and
-  the parallel plan (``parallel``); ``server`` also uses the ``openai`` engine
-  (it serves through it). No engine imports ``factory``; ``base``,
-  ``server_args``, ``cuda_env`` and ``parallel`` import no other ``sampling``
-  module.
+  engine registry (``registry``), the vLLM options (``options``), the server
+  settings (``server_args``), the GPU environment (``cuda_env``), the
+  parallel plan (``parallel``) and their own parts (``hf_kernels`` and
+  ``hf_cpu`` of ``hf``; ``server_env``, ``server_command`` and
+  ``server_process`` of ``server``); ``server`` also uses the ``openai``
+  engine (it serves through it). A part imports the interface and its
+  engine's other parts. No engine imports ``factory``; the interface modules
+  import no other ``sampling`` module.
+- Importing ``sampling.factory`` (which imports every built-in engine, to
+  register it) loads none of torch, transformers, vLLM or httpx.
 - ``common`` and ``core`` import no torch, transformers, axolotl, vLLM, TRL,
   peft, sentence-transformers or lm-eval at module level: read from the source,
   and checked by importing each of their modules in a fresh interpreter.
@@ -50,11 +55,26 @@ FORBIDDEN = {
     "bench": {"cli"},
 }
 ENGINES = ("hf", "vllm", "openai", "server")
-ENGINE_MAY_IMPORT = {"base", "server_args", "cuda_env", "parallel"}
+# what every engine may import of sampling; these import no other sampling module
+ENGINE_MAY_IMPORT = {
+    "base",
+    "registry",
+    "options",
+    "server_args",
+    "cuda_env",
+    "parallel",
+}
+# an engine split along its seams: the parts only it (and its other parts) use
+ENGINE_PARTS = {
+    "hf": {"hf_kernels", "hf_cpu"},
+    "server": {"server_env", "server_command", "server_process"},
+}
 # vllm_server = a managed `vllm serve` sampled through the openai engine.
 ENGINE_EXTRA = {"server": {"openai"}}
 HEAVY = ("torch", "transformers", "axolotl", "vllm", "trl", "peft")
 HEAVY_STATIC = (*HEAVY, "sentence_transformers", "lm_eval")
+# what an engine module may not load when it is imported (it registers then)
+ENGINE_HEAVY = (*HEAVY_STATIC, "httpx")
 
 
 def module_names(root: Path, package: str) -> dict[str, Path]:
@@ -174,11 +194,16 @@ def engine_violations(graph: dict[str, set[str]]) -> list[str]:
         if not module.startswith(sampling + "."):
             continue
         own = module.removeprefix(sampling + ".")
+        part_of = next((e for e, parts in ENGINE_PARTS.items() if own in parts), None)
         allowed = (
-            ENGINE_MAY_IMPORT | ENGINE_EXTRA.get(own, set())
+            ENGINE_MAY_IMPORT
+            | ENGINE_PARTS.get(own, set())
+            | ENGINE_EXTRA.get(own, set())
             if own in ENGINES
+            else ENGINE_MAY_IMPORT | ENGINE_PARTS[part_of]
+            if part_of is not None
             else set()
-            if own in ("base", "server_args", "cuda_env", "parallel")
+            if own in ENGINE_MAY_IMPORT
             else None
         )
         if allowed is None:
@@ -190,14 +215,16 @@ def engine_violations(graph: dict[str, set[str]]) -> list[str]:
     return bad
 
 
-def heavy_imports(root: Path, package: str, sub: str) -> list[str]:
+def heavy_imports(
+    root: Path, package: str, sub: str, heavy: tuple[str, ...] = HEAVY_STATIC
+) -> list[str]:
     modules = module_names(root, package)
     bad = []
     for name, path in modules.items():
         if not name.startswith(f"{package}.{sub}"):
             continue
         for target in imported_names(name, path, set(modules), top_only=True):
-            if target.split(".")[0] in HEAVY_STATIC:
+            if target.split(".")[0] in heavy:
                 bad.append(f"{name} imports {target} at module level")
     return bad
 
@@ -216,9 +243,34 @@ def test_subpackages_import_only_downward():
 
 def test_engines_import_only_the_sampling_interface():
     graph = import_graph(ROOT, PACKAGE)
-    for engine in ENGINES:
-        assert f"{PACKAGE}.sampling.{engine}" in graph  # the rule names real files
+    named = {*ENGINES, *ENGINE_MAY_IMPORT, *set().union(*ENGINE_PARTS.values())}
+    for module in named:
+        assert f"{PACKAGE}.sampling.{module}" in graph  # the rule names real files
     assert engine_violations(graph) == []
+
+
+def test_engines_import_no_heavy_library_at_module_level():
+    assert heavy_imports(ROOT, PACKAGE, "sampling", ENGINE_HEAVY) == []
+
+
+def test_importing_the_factory_registers_the_engines_and_loads_nothing_heavy():
+    """Every built-in engine registers on import, and none pulls in its library."""
+    code = (
+        "import json, sys\n"
+        "from axolotl_sealong.sampling.factory import SAMPLERS\n"
+        "from axolotl_sealong.sampling.registry import ENGINES\n"
+        f"heavy = {set(ENGINE_HEAVY)!r}\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & heavy)\n"
+        "print(json.dumps([list(SAMPLERS), list(ENGINES), loaded]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    samplers, engines, loaded = json.loads(done.stdout.splitlines()[-1])
+    assert engines == ["hf", "vllm", "openai", "vllm_server"]
+    assert samplers == ["auto", *engines] and loaded == []
 
 
 @pytest.mark.parametrize("sub", ["common", "core"])
@@ -307,6 +359,18 @@ def test_checker_follows_parent_packages_but_not_the_importers_own(tmp_path):
         ("core/w.py", "from axolotl_sealong.data import rows\n", "layer"),
         ("sampling/hf.py", "from axolotl_sealong.sampling import factory\n", "engine"),
         ("sampling/base.py", "from axolotl_sealong.sampling.hf import X\n", "engine"),
+        ("sampling/hf_cpu.py", "from axolotl_sealong.sampling import hf\n", "engine"),
+        (
+            "sampling/hf_cpu.py",
+            "from axolotl_sealong.sampling.server_env import X\n",
+            "engine",
+        ),
+        (
+            "sampling/vllm.py",
+            "from axolotl_sealong.sampling.hf_cpu import X\n",
+            "engine",
+        ),
+        ("sampling/registry.py", "from axolotl_sealong.sampling import hf\n", "engine"),
         ("core/y.py", "import torch\n", "heavy"),
         ("core/z.py", "try:\n    from transformers import A\nexcept: pass\n", "heavy"),
     ],
@@ -322,7 +386,13 @@ def test_each_rule_catches_a_bad_import(tmp_path, module, line, rule):
         f"{PACKAGE}/cli/main.py": "",
         f"{PACKAGE}/demo/run.py": "",
         f"{PACKAGE}/sampling/factory.py": "",
-        f"{PACKAGE}/sampling/hf.py": "",
+        f"{PACKAGE}/sampling/hf.py": "from axolotl_sealong.sampling import hf_cpu\n",
+        f"{PACKAGE}/sampling/hf_cpu.py": "from axolotl_sealong.sampling import base\n",
+        f"{PACKAGE}/sampling/base.py": "",
+        f"{PACKAGE}/sampling/registry.py": "",
+        f"{PACKAGE}/sampling/options.py": "",
+        f"{PACKAGE}/sampling/vllm.py": "from axolotl_sealong.sampling import options\n",
+        f"{PACKAGE}/sampling/server_env.py": "",
         f"{PACKAGE}/core/ok.py": "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    import torch\ndef f():\n    import torch\n",
     }

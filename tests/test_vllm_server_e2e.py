@@ -25,7 +25,12 @@ from test_plugin_e2e import _recipe
 
 from axolotl_sealong.core.config import LabelConfig
 from axolotl_sealong.core.pipeline import label
-from axolotl_sealong.sampling import server as ss
+from axolotl_sealong.sampling import (
+    server as ss,
+    server_command as cmd,
+    server_env as senv,
+    server_process as sproc,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = Path(os.environ.get("SEALONG_VLLM_VENV", ROOT / ".venv-vllm")) / "bin"
@@ -92,7 +97,7 @@ def _samples(tmp_path: Path) -> int:
 
 def test_a_bad_server_argument_stops_the_run_quoting_the_log(tmp_path):
     cfg = _cfg(tmp_path, vllm_server_args="--no-such-flag")
-    with pytest.raises(ss.ServerFailed) as err:
+    with pytest.raises(sproc.ServerFailed) as err:
         label(cfg, _rows(2), tmp_path / "out", progress=False)
     text = str(err.value)
     assert "exited with code" in text and "before it was ready" in text
@@ -117,7 +122,7 @@ def test_killed_mid_run_then_the_same_command_resumes(tmp_path):
             time.sleep(0.05)
 
     threading.Thread(target=kill_after_two, daemon=True).start()
-    with pytest.raises(ss.ServerFailed) as err:
+    with pytest.raises(sproc.ServerFailed) as err:
         label(cfg, _rows(12), out, progress=False)
     assert killed
     text = str(err.value)
@@ -127,7 +132,7 @@ def test_killed_mid_run_then_the_same_command_resumes(tmp_path):
     finished = _samples(tmp_path)
     assert 2 <= finished < 12
     # the same command again, on a port set in the config this time
-    port = ss.free_port()
+    port = sproc.free_port()
     again = label(_cfg(tmp_path, vllm_server_port=port), _rows(12), out, progress=False)
     assert again.counts["cache_hits"] == finished  # nothing finished is resampled
     assert again.counts["sampled"] == 12 - finished
@@ -197,14 +202,14 @@ def test_an_adapter_is_served_as_a_lora_module(tmp_path):
         max_model_len=1024, log_dir=tmp_path / "out", concurrency=1,
     )  # fmt: skip
     try:
-        assert engine.client.served_model == ss.ADAPTER_NAME
+        assert engine.client.served_model == cmd.ADAPTER_NAME
         argv = _state(tmp_path / "out")["argv"]
         assert argv[argv.index("--max-lora-rank") + 1] == "8"
         reqs = [SampleRequest(f"k{i}", f"Name a river, {i}.", 10 + i) for i in range(3)]
         params = SamplingParams(3, 0.7, 1.0, 16, 0)
         with_adapter = dict(engine.sample(reqs, params))
         assert dict(engine.sample(reqs, params)) == with_adapter  # seeded
-        engine.client.served_model = ss.SERVED_NAME  # the base, same server
+        engine.client.served_model = cmd.SERVED_NAME  # the base, same server
         without = dict(engine.sample(reqs, params))
     finally:
         engine.close()
@@ -230,7 +235,7 @@ def test_axolotl_preprocess_starts_the_server_and_train_reuses_the_rows(tmp_path
         "HF_DATASETS_OFFLINE": "1",
         "AXOLOTL_DO_NOT_TRACK": "1",
         "TRL_EXPERIMENTAL_SILENCE": "1",
-        ss.PYTHON_ENV: str(VLLM_PYTHON),
+        senv.PYTHON_ENV: str(VLLM_PYTHON),
     }
 
     def axolotl(*args: str) -> str:

@@ -126,6 +126,7 @@ def _open_bench_engine(
     engine: str, model: str, max_model_len: int, openai_base_urls: str | None
 ) -> Any:
     from axolotl_sealong.sampling.factory import make_sampler
+    from axolotl_sealong.sampling.options import VLLMOptions
 
     if engine in HF_VARIANTS:
         return make_sampler(
@@ -133,7 +134,10 @@ def _open_bench_engine(
         )
     if engine == "vllm":
         return make_sampler(
-            "vllm", model, max_model_len=max_model_len, enforce_eager=True
+            "vllm",
+            model,
+            max_model_len=max_model_len,
+            vllm=VLLMOptions(enforce_eager=True),
         )
     return make_sampler(
         "openai", model, base_urls=openai_base_urls, max_model_len=max_model_len

@@ -31,13 +31,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axolotl_sealong.integrations.lm_eval import tasks as eval_tasks
+    from axolotl_sealong.integrations.lm_eval import discovery
 
     forwarded = list(args.lm_eval_args)
     if forwarded and forwarded[0] == "--":
         forwarded = forwarded[1:]
     if forwarded == ["--task-dir"]:
-        print(eval_tasks.task_dir())
+        print(discovery.task_dir())
         return 0
     try:
         from lm_eval.__main__ import cli_evaluate
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
             f"lm-eval is not importable ({err}): pip install 'lm-eval>=0.4.11'"
         ) from None
     saved = sys.argv
-    sys.argv = ["lm-eval", *eval_tasks.lm_eval_argv(forwarded)]
+    sys.argv = ["lm-eval", *discovery.lm_eval_argv(forwarded)]
     try:
         cli_evaluate()
     except SystemExit as exc:

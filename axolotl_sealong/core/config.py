@@ -26,6 +26,7 @@ from axolotl_sealong.core.mbr import REJECTED_RULES, UTILITIES
 from axolotl_sealong.core.prompts import DEFAULT_STRATEGY, INSTRUCTIONS
 from axolotl_sealong.embedding import LONG_TEXT_RULES
 from axolotl_sealong.sampling.base import split_urls
+from axolotl_sealong.sampling.factory import SAMPLERS
 
 YAML_PREFIX = "sealong_"
 # Settings never written to disk, logged or hashed (shown as "***" when set).
@@ -55,11 +56,13 @@ RUNTIME_FIELDS = (
 PLUGIN_ONLY_KEYS = ("mode", "output_dir", "on_long", "orpo_nll", "global_batch_size")
 # Settings that take one of a few names (kept as str so new names need no migration).
 # UTILITIES and REJECTED_RULES are mbr.py's registries: checked at validation time,
-# so a utility or rule registered later is valid from then on.
+# so a utility or rule registered later is valid from then on; SAMPLERS is auto
+# and the engines' registry (sampling.registry), checked the same way.
 _CHOICES: dict[str, Collection[str]] = {
     "prompt_strategy": tuple(sorted(INSTRUCTIONS)),
     "utility": UTILITIES,
     "rejected": REJECTED_RULES,
+    "sampler": SAMPLERS,
     "embedder_long_text": LONG_TEXT_RULES,
     "dtype": ("auto", "float32", "bfloat16", "float16"),
 }
@@ -105,7 +108,7 @@ class LabelConfig(BaseModel):
     top_p: float = Field(default=1.0, description="Nucleus sampling, in (0, 1].")
     max_new_tokens: int = Field(default=1024, description="Tokens per sample.")
     seed: int = Field(default=42, description="Seed for sampling and rejected picks.")
-    sampler: Literal["auto", "hf", "vllm", "openai", "vllm_server"] = Field(
+    sampler: str = Field(
         default="auto",
         description="Sampling engine: hf (transformers in process, the prompt "
         "computed once per question), vllm (vLLM in process, where it imports), "

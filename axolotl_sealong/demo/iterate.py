@@ -353,7 +353,7 @@ def lm_eval_cmd(
     model: Path, adapter: Path | None, out: Path, ev: EvalSettings
 ) -> list[str]:
     """``python -m lm_eval`` on a model folder (plus a LoRA adapter through peft=)."""
-    from axolotl_sealong.integrations.lm_eval.tasks import lm_eval_argv
+    from axolotl_sealong.integrations.lm_eval.discovery import lm_eval_argv
 
     model_args = f"pretrained={model}"
     if adapter is not None:

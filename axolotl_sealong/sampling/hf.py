@@ -6,20 +6,14 @@ recomputation, but then every decode step reads N copies of the prompt's keys
 and values, which on a CPU makes N=8 decode about 3x the N=1 decode.
 
 Here the N samples attend to ONE copy of the prompt's keys and values
-(shared-prefix or "cascade" attention, as in Hydragen, Juravsky et al. 2024):
-at each step the N queries of a question are stacked into one matrix and
-multiplied with the prompt's keys once, each sample's own generated tokens are
-kept in a small per-sample cache, and both parts go through one softmax. The
-model's own forward code runs unchanged (projections, RoPE, norms, MLP); only
-its attention function is swapped through transformers' ``AttentionInterface``,
-so any model whose attention goes through that interface works (Llama, Qwen2,
-Mistral, ...). Models with sliding-window or other custom attention fall back
-to the plain cache expansion.
-
-On a CPU two more things keep the N samples cheap next to one: the linear
-layers run through oneDNN with weights packed once (``pack_linear_weights``),
-and where bf16 is native the prompt cache is stored in bf16
-(``_prompt_kv_dtype``). ``sealong bench decode`` times and profiles a step.
+(shared-prefix attention, ``hf_kernels``). The model's own forward code runs
+unchanged (projections, RoPE, norms, MLP); only its attention function is
+swapped through transformers' ``AttentionInterface``, so any model whose
+attention goes through that interface works (Llama, Qwen2, Mistral, ...).
+Models with sliding-window or other custom attention fall back to the plain
+cache expansion. On a CPU the linears are packed for oneDNN and the prompt
+cache may be bf16 (``hf_cpu``). This module is the sampler: loading, the
+prefill and the decode loop, and the engine's registration (``hf``).
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ import gc
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 from axolotl_sealong.common.models import resolve_model
@@ -36,228 +30,23 @@ from axolotl_sealong.sampling.base import (
     SampleRequest,
     SamplingParams,
     chat_token_ids,
-    cpu_has_native_bf16,
     torch_dtype,
 )
+from axolotl_sealong.sampling.hf_cpu import pack_or_warn, prompt_kv_dtype
+from axolotl_sealong.sampling.hf_kernels import (
+    ATTN_NAME,
+    DecodeGroup,
+    PrefixContext,
+    register_shared_prefix_attention,
+    sample_next,
+    supports_shared_prefix,
+)
+from axolotl_sealong.sampling.registry import register_engine
 
 LOG = logging.getLogger(__name__)
 
-ATTN_NAME = "sealong_shared_prefix"
 HF_METHODS = ("shared_prefix", "expand", "generate")
 KV_DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-@dataclass
-class _Group:
-    """One question in a decode batch: its prompt cache and its live samples."""
-
-    req: SampleRequest
-    prompt_len: int
-    prefix: list[tuple[Any, Any]]  # per layer: keys (kv, d, P), values (kv, P, d)
-    generator: Any
-    tokens: list[list[int]]
-    live: list[int] = field(default_factory=list)  # sample indices still decoding
-
-
-@dataclass
-class _PrefixContext:
-    """What the attention function needs besides the model's own arguments."""
-
-    groups: list[_Group]
-    rows: list[int]  # live rows per group, in batch order
-    # layers whose attention received this context in the step: a model whose
-    # attention drops our keyword would decode without the prompt, silently
-    calls: int = 0
-
-
-def shared_prefix_attention(
-    module: Any,
-    query: Any,
-    key: Any,
-    value: Any,
-    attention_mask: Any,
-    scaling: float | None = None,
-    dropout: float = 0.0,
-    sealong_prefix: _PrefixContext | None = None,
-    **kwargs: Any,
-) -> tuple[Any, None]:
-    """Attention over [shared prompt KV ; this sample's own KV], one softmax.
-
-    ``query`` is (rows, heads, 1, d); ``key``/``value`` hold only the generated
-    tokens, (rows, kv_heads, t, d). Without a prefix context (the prefill) it
-    is plain SDPA.
-    """
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    if sealong_prefix is None:
-        return sdpa_attention_forward(
-            module,
-            query,
-            key,
-            value,
-            attention_mask,
-            dropout=dropout,
-            scaling=scaling,
-            **kwargs,
-        )
-    if query.shape[2] != 1:
-        raise ValueError("shared-prefix attention decodes one token at a time")
-    sealong_prefix.calls += 1
-    layer = module.layer_idx
-    rows, heads, _, dim = query.shape
-    kv_heads = key.shape[1]
-    group = heads // kv_heads
-    scale = scaling if scaling is not None else dim**-0.5
-    # (rows, kv, g, d): the g query heads that share one kv head side by side
-    q = query.reshape(rows, kv_heads, group, dim)
-    # each sample's own tokens: (rows, kv, g, t)
-    own = torch.matmul(q, key.transpose(-1, -2)) * scale
-    outs = []
-    start = 0
-    for grp, n in zip(sealong_prefix.groups, sealong_prefix.rows, strict=True):
-        pk, pv = grp.prefix[layer]  # keys (kv, d, P), values (kv, P, d)
-        qg = q[start : start + n]  # (n, kv, g, d)
-        # all n*g queries of a kv head against the prompt keys, read once
-        qs = qg.permute(1, 0, 2, 3).reshape(kv_heads, n * group, dim)
-        # the prompt cache may be stored in another dtype than the model's
-        shared = torch.matmul(qs.to(pk.dtype), pk).to(q.dtype) * scale  # (kv, n*g, P)
-        shared = shared.reshape(kv_heads, n, group, -1).permute(1, 0, 2, 3)
-        scores = torch.cat([shared, own[start : start + n]], dim=-1).float()
-        probs = torch.softmax(scores, dim=-1).to(value.dtype)
-        plen = pk.shape[2]
-        ps = probs[..., :plen].permute(1, 0, 2, 3).reshape(kv_heads, n * group, plen)
-        out_shared = torch.matmul(ps.to(pv.dtype), pv).to(value.dtype)  # (kv, n*g, d)
-        out_shared = out_shared.reshape(kv_heads, n, group, dim).permute(1, 0, 2, 3)
-        out_own = torch.matmul(probs[..., plen:], value[start : start + n])
-        outs.append(out_shared + out_own)
-        start += n
-    out = torch.cat(outs, dim=0) if len(outs) > 1 else outs[0]
-    # transformers expects (rows, q_len, heads, d)
-    return out.reshape(rows, heads, 1, dim).transpose(1, 2).contiguous(), None
-
-
-def _shared_prefix_mask(*args: Any, **kwargs: Any) -> Any:
-    from transformers.masking_utils import sdpa_mask
-
-    return sdpa_mask(*args, **kwargs)
-
-
-_REGISTERED = False
-
-
-def register_shared_prefix_attention() -> None:
-    """Make ``attn_implementation="sealong_shared_prefix"`` known to transformers."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface
-
-    AttentionInterface.register(ATTN_NAME, shared_prefix_attention)
-    AttentionMaskInterface.register(ATTN_NAME, _shared_prefix_mask)
-    _REGISTERED = True
-
-
-def supports_shared_prefix(config: Any) -> tuple[bool, str]:
-    """Whether the model's attention is plain causal attention over all tokens."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    window = getattr(text, "sliding_window", None)
-    if window and getattr(text, "use_sliding_window", True):
-        return False, f"sliding-window attention ({window} tokens)"
-    types = set(getattr(text, "layer_types", None) or ["full_attention"])
-    if types != {"full_attention"}:
-        return False, f"layer types {sorted(types)}"
-    if getattr(text, "attention_chunk_size", None):
-        return False, "chunked attention"
-    return True, ""
-
-
-def _packed_forward(op: Any, packed: Any, bias: Any, x: Any) -> Any:
-    return op(x, packed, bias, "none", [], "")
-
-
-def pack_linear_weights(model: Any) -> int:
-    """Run the model's CPU linears through oneDNN with weights packed once.
-
-    torch's plain CPU linear re-lays out the weight on every call; decoding N
-    samples calls each linear with N rows, where that layout work costs about
-    as much as the product. With the layout done once, a 2K-prompt decode step
-    of the embedded model went 69 -> 49 ms for one sample and 103 -> 72 ms for
-    eight (float32, 2 cores, 2026-11-24, ``sealong bench decode``, engines
-    hf-torch-linear vs hf-fp32kv). The packed copy is extra memory (the
-    model's size again); float32 and, where oneDNN supports it, bfloat16.
-    Returns how many layers were packed (0 when oneDNN is missing).
-    """
-    import functools
-
-    import torch
-
-    mkldnn = torch.ops.mkldnn
-    if not (
-        torch.backends.mkldnn.is_available()
-        and hasattr(mkldnn, "_reorder_linear_weight")
-        and hasattr(mkldnn, "_linear_pointwise")
-    ):
-        return 0
-    dtypes = {torch.float32}
-    if mkldnn._is_mkldnn_bf16_supported():
-        dtypes.add(torch.bfloat16)
-    count = 0
-    for module in model.modules():
-        if not isinstance(module, torch.nn.Linear):
-            continue
-        weight = module.weight
-        if weight.device.type != "cpu" or weight.dtype not in dtypes:
-            continue
-        # the layout oneDNN picks for an 8-row batch (N samples) also serves
-        # the prompt's thousands of rows at the same speed
-        packed = mkldnn._reorder_linear_weight(weight.detach(), 8)
-        bias = None if module.bias is None else module.bias.detach()
-        # the op is looked up once here, not on each of a step's ~200 calls
-        forward = functools.partial(
-            _packed_forward, mkldnn._linear_pointwise, packed, bias
-        )
-        module.forward = forward  # type: ignore[method-assign]
-        count += 1
-    return count
-
-
-def _prompt_kv_dtype(kv: str, method: str, model_dtype: Any, device: str) -> Any:
-    """The stored prompt cache's dtype, or None for the model's own.
-
-    ``auto`` is bfloat16 under a float32 model on a CPU that computes bf16
-    natively (AVX512-BF16 or AMX): there the N samples' prompt attention runs
-    about twice as fast. With packed linears, 2K prompt, 128 new tokens, this
-    2-core CPU (2026-11-24, ``sealong bench sampling``, two runs): N=8 12.6 and
-    13.0 s vs 16.3 and 14.4 s with a float32 cache; N=1 about the same (10.4 to
-    11.3 s). Attention outputs stay within 2 % of float32 (tested).
-    """
-    import torch
-
-    if method != "shared_prefix":
-        if kv != "auto":
-            LOG.warning(
-                "hf kv_cache_dtype %s applies to method shared_prefix only: the "
-                "%s method keeps the model's dtype",
-                kv,
-                method,
-            )
-        return None
-    if kv != "auto":
-        return None if getattr(torch, kv) == model_dtype else getattr(torch, kv)
-    native = device == "cpu" and model_dtype == torch.float32 and cpu_has_native_bf16()
-    return torch.bfloat16 if native else None
-
-
-def _pack_or_warn(model: Any) -> int:
-    count = pack_linear_weights(model)
-    if not count:
-        LOG.warning(
-            "hf packed_linear: oneDNN cannot pack this model's linears here "
-            "(not a CPU, or a dtype other than float32/bfloat16); using torch's"
-        )
-    return count
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -273,41 +62,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return ids
 
 
-def sample_next(
-    logits: Any, params: SamplingParams, generator: Any, num: int | None = None
-) -> Any:
-    """Next tokens from last-position logits: greedy at T=0, else T + top-p.
-
-    ``logits`` is (rows, vocab); with ``num`` and one row, draws ``num``
-    independent tokens from that row (the first token of N samples).
-    """
-    import torch
-
-    if params.temperature == 0:
-        top = logits.argmax(dim=-1)
-        return top.expand(num) if num is not None else top
-    logits = logits.float() / params.temperature
-    probs = torch.softmax(logits, dim=-1)
-    if params.top_p < 1:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        before = sorted_probs.cumsum(dim=-1) - sorted_probs
-        sorted_probs[before >= params.top_p] = 0  # keeps at least the top token
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    # inverse CDF: one uniform draw per token instead of multinomial's one
-    # exponential per vocabulary entry (8 ms a step for 8 rows of 49K on a CPU)
-    cdf = probs.cumsum(dim=-1)
-    if num is not None:
-        cdf = cdf[0].expand(num, -1)
-    total = cdf[:, -1:]
-    draws = torch.rand(
-        cdf.shape[0], 1, generator=generator, device=cdf.device, dtype=cdf.dtype
-    )
-    # strictly below the total, so the first entry whose CDF exceeds the target
-    # (right=True) always has mass: a zero-mass token is never drawn
-    target = torch.minimum(draws * total, torch.nextafter(total, total.new_zeros(())))
-    return torch.searchsorted(cdf.contiguous(), target, right=True)[:, 0]
-
-
 class HFSampler:
     """transformers in process, the prompt computed once per question.
 
@@ -317,7 +71,7 @@ class HFSampler:
     ``batch_questions`` questions are decoded together (their N samples share
     each weight read); on a CPU 1 is as fast, on a GPU more fills the device.
     ``packed_linear`` (default: on for a CPU) runs the linears through oneDNN
-    with pre-packed weights (``pack_linear_weights``).
+    with pre-packed weights (``hf_cpu.pack_linear_weights``).
     """
 
     name = "hf"
@@ -398,11 +152,11 @@ class HFSampler:
             self.model = PeftModel.from_pretrained(self.model, adapter)
             self.model = self.model.merge_and_unload()
         self.model.eval()
-        self.kv_dtype = _prompt_kv_dtype(
+        self.kv_dtype = prompt_kv_dtype(
             kv_cache_dtype, method, self.model.dtype, self.device
         )
         on = self.device == "cpu" if packed_linear is None else packed_linear
-        self.packed_layers = _pack_or_warn(self.model) if on else 0
+        self.packed_layers = pack_or_warn(self.model) if on else 0
         limit = getattr(self.model.config, "max_position_embeddings", None)
         self.max_model_len = int(max_model_len or limit or 4096)
         self.eos = _eos_ids(self.model, self.tokenizer)
@@ -510,12 +264,12 @@ class HFSampler:
 
     def _start(
         self, batch: list[SampleRequest], params: SamplingParams
-    ) -> tuple[list[_Group], Any, Any]:
+    ) -> tuple[list[DecodeGroup], Any, Any]:
         """Prefill every question; the decode cache and the first tokens."""
         import torch
         from transformers import DynamicCache
 
-        groups: list[_Group] = []
+        groups: list[DecodeGroup] = []
         firsts = []
         cache: Any = None
         for req in batch:
@@ -536,7 +290,7 @@ class HFSampler:
                 prompt_cache.batch_repeat_interleave(params.n)
                 cache = prompt_cache
             groups.append(
-                _Group(
+                DecodeGroup(
                     req=req,
                     prompt_len=plen,
                     prefix=layers if self.method == "shared_prefix" else [],
@@ -551,7 +305,7 @@ class HFSampler:
         return groups, cache, torch.cat(firsts)
 
     def _check_prefix_reached(
-        self, context: _PrefixContext, layers: int, step: int
+        self, context: PrefixContext, layers: int, step: int
     ) -> None:
         """Every layer's attention must have seen the prompt in this step.
 
@@ -572,7 +326,7 @@ class HFSampler:
             )
 
     def _record(
-        self, groups: list[_Group], tokens: Any, last: bool, params: SamplingParams
+        self, groups: list[DecodeGroup], tokens: Any, last: bool, params: SamplingParams
     ) -> list[int]:
         """Append this step's tokens; the batch rows that go on decoding."""
         keep: list[int] = []
@@ -619,7 +373,7 @@ class HFSampler:
 
     def _step(
         self,
-        groups: list[_Group],
+        groups: list[DecodeGroup],
         cache: Any,
         tokens: Any,
         step: int,
@@ -635,7 +389,7 @@ class HFSampler:
         kwargs: dict[str, Any] = {}
         context = None
         if self.method == "shared_prefix":
-            context = _PrefixContext(groups, [len(g.live) for g in groups])
+            context = PrefixContext(groups, [len(g.live) for g in groups])
             kwargs["sealong_prefix"] = context
         out = self.model(
             input_ids=tokens[:, None],
@@ -654,3 +408,22 @@ class HFSampler:
             parts.append(sample_next(logits[start : start + n], params, grp.generator))
             start += n
         return torch.cat(parts)
+
+
+# HFSampler argument -> the LabelConfig setting it is read from
+HF_SETTINGS = {
+    "method": "hf_method",
+    "batch_questions": "hf_batch_questions",
+    "kv_cache_dtype": "hf_kv_cache_dtype",
+    "packed_linear": "hf_packed_linear",
+}
+
+
+def _options(settings: Any, out_dir: Path | None) -> dict[str, Any]:
+    return {name: getattr(settings, key) for name, key in HF_SETTINGS.items()}
+
+
+@register_engine("hf", settings=tuple(HF_SETTINGS.values()), options=_options)
+def open_hf(model: str, **kwargs: Any) -> HFSampler:
+    """The factory's way in: every model setting is an ``HFSampler`` argument."""
+    return HFSampler(model, **kwargs)

@@ -24,6 +24,7 @@ import queue
 import random
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from axolotl_sealong.common.models import resolve_model
@@ -33,6 +34,8 @@ from axolotl_sealong.sampling.base import (
     chat_token_ids,
     split_urls,
 )
+from axolotl_sealong.sampling.options import CLIENT_SETTINGS, client_options
+from axolotl_sealong.sampling.registry import register_engine
 
 LOG = logging.getLogger(__name__)
 
@@ -412,3 +415,44 @@ def served_model_name(
             "are all cached needs no server)"
         ) from None
     return pick_served_model(url, models)
+
+
+# OpenAISampler argument -> the LabelConfig setting it is read from
+OPENAI_SETTINGS = {
+    "base_urls": "openai_base_urls",
+    "served_model": "openai_model",
+    "api": "openai_api",
+    "api_key": "openai_api_key",
+}
+
+
+def _options(settings: Any, out_dir: Path | None) -> dict[str, Any]:
+    return {
+        **client_options(settings),
+        **{name: getattr(settings, key) for name, key in OPENAI_SETTINGS.items()},
+    }
+
+
+@register_engine(
+    "openai",
+    settings=(*CLIENT_SETTINGS.values(), *OPENAI_SETTINGS.values()),
+    options=_options,
+)
+def open_openai(
+    model: str,
+    *,
+    adapter: str | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+    **kwargs: Any,
+) -> OpenAISampler:
+    """The factory's way in. The server holds the weights: ``model`` names the
+    tokenizer, ``dtype`` and ``device`` are the server's business, and an
+    adapter must be served there (refused here)."""
+    if adapter:
+        raise ValueError(
+            "the openai engine samples whatever the server serves: serve the "
+            "adapter there (vllm serve --enable-lora --lora-modules name=PATH) and "
+            "set openai_model to its name, instead of setting adapter"
+        )
+    return OpenAISampler(model, **kwargs)

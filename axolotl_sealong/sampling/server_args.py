@@ -1,8 +1,9 @@
 """The ``vllm_server`` engine's settings that the config checks without the engine.
 
-``LabelConfig`` validates ``sealong_vllm_server_args`` when it is read; it
-imports this module, not ``server`` (which imports the openai engine, which
-imports the config: a circle).
+``LabelConfig`` validates ``sealong_vllm_server_args`` when it is read, with
+``parse_server_args``; the engine's command line (``server_command``) reads
+the parallel sizes a user put there. Nothing here imports anything else of
+``sampling``.
 """
 
 from __future__ import annotations

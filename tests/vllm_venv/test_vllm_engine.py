@@ -14,6 +14,7 @@ from axolotl_sealong.core.config import LabelConfig  # noqa: E402
 from axolotl_sealong.core.pipeline import label, read_rows  # noqa: E402
 from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
 from axolotl_sealong.sampling.factory import make_sampler
+from axolotl_sealong.sampling.options import VLLMOptions
 
 from .conftest import MAX_MODEL_LEN, RAM_FRACTION  # noqa: E402
 
@@ -36,8 +37,7 @@ def _open(model_dir):
         "vllm",
         model_dir,
         max_model_len=MAX_MODEL_LEN,
-        enforce_eager=True,
-        gpu_memory_utilization=RAM_FRACTION,
+        vllm=VLLMOptions(enforce_eager=True, gpu_memory_utilization=RAM_FRACTION),
     )
 
 
@@ -123,7 +123,7 @@ def test_tensor_parallel_over_two_gpus(model_dir):
 
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 CUDA GPUs (this machine has none)")
-    sampler = make_sampler("vllm", model_dir, tensor_parallel_size=2)
+    sampler = make_sampler("vllm", model_dir, vllm=VLLMOptions(tensor_parallel_size=2))
     out = dict(sampler.sample(_requests(2), _params()))
     sampler.close()
     assert all(len(t) == 3 for t in out.values())
@@ -136,7 +136,9 @@ def test_close_gives_the_gpu_memory_back(model_dir):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU (this machine has none)")
     free_before, _ = torch.cuda.mem_get_info()
-    sampler = make_sampler("vllm", model_dir, gpu_memory_utilization=0.5)
+    sampler = make_sampler(
+        "vllm", model_dir, vllm=VLLMOptions(gpu_memory_utilization=0.5)
+    )
     list(sampler.sample(_requests(1), _params()))
     sampler.close()
     free_after, total = torch.cuda.mem_get_info()

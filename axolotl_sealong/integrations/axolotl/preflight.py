@@ -412,7 +412,9 @@ def _engine(state: _State) -> Check:
         return _hf(state)
     if engine == "openai":
         return _openai(state)
-    return _vllm_in_process(state)
+    if engine == "vllm":
+        return _vllm_in_process(state)
+    return Check("", SKIP, f"sampler {engine}: this engine has no environment check")
 
 
 def _gpu_lines(gpus: Any) -> list[str]:
@@ -436,14 +438,15 @@ def _vllm_server(state: _State) -> Check:
 
     from axolotl_sealong.common.models import resolve_model
     from axolotl_sealong.sampling.cuda_env import query_gpus
-    from axolotl_sealong.sampling.server import (
+    from axolotl_sealong.sampling.options import VLLMOptions
+    from axolotl_sealong.sampling.server_args import parse_server_args
+    from axolotl_sealong.sampling.server_command import server_plan
+    from axolotl_sealong.sampling.server_env import (
         check_server_cuda,
         probe_server_env,
         resolve_server_python,
         server_environ,
-        server_plan,
     )
-    from axolotl_sealong.sampling.server_args import parse_server_args
 
     cfg = state.label_cfg
     gpus = query_gpus(os.environ)
@@ -466,11 +469,7 @@ def _vllm_server(state: _State) -> Check:
             revision=cfg.model_revision,
             dtype=cfg.dtype,
             max_model_len=cfg.max_model_len,
-            num_samples=cfg.num_samples,
-            max_new_tokens=cfg.max_new_tokens,
-            tensor_parallel_size=cfg.vllm_tensor_parallel_size,
-            data_parallel_size=cfg.vllm_data_parallel_size,
-            gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
+            vllm=VLLMOptions.from_config(cfg),
             extra=parse_server_args(cfg.vllm_server_args),
         )
     except ValueError as err:
