@@ -151,6 +151,30 @@ def training_recipe(
     )
 
 
+# What ORPO needs on top of training_recipe; SFT runs with Axolotl's LoRA
+# kernels off.
+ORPO: dict[str, Any] = {"rl": "orpo", "orpo_alpha": 0.1, "remove_unused_columns": False}
+NO_LORA_KERNELS: dict[str, Any] = {
+    f"lora_{k}_kernel": False for k in ("mlp", "qkv", "o", "embedding")
+}
+
+
+def e2e_recipe(
+    tmp: Path, model: Path | str, mode: str, questions: int = 4, **extra: Any
+) -> Path:
+    """The end-to-end recipe, written to ``tmp/<mode>.yml``: ``questions``
+    river rows (6 passages, the 4th asked) in ``tmp/questions.jsonl``, N=3,
+    16 new tokens, then ORPO (``mode`` orpo) or SFT (sft); ``extra`` last."""
+    path = write_jsonl(
+        tmp / "questions.jsonl", river_rows(questions, passages=6, asked=3)
+    )
+    cfg = training_recipe(
+        tmp, model, path, sealong_num_samples=3, sealong_max_new_tokens=16
+    )
+    cfg |= ORPO if mode == "orpo" else NO_LORA_KERNELS
+    return write_yaml(tmp / f"{mode}.yml", cfg | extra)
+
+
 def write_yaml(path: Path, mapping: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(mapping))
     return path

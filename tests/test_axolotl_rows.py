@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from builders import question_rows
+from builders import NO_LORA_KERNELS, question_rows
 
 from axolotl_sealong.core.config import LabelConfig
 from axolotl_sealong.core.pipeline import label, read_rows
@@ -110,10 +110,7 @@ def test_sft_rows_load_in_axolotl(labeled, tiny_llama_dir):
                     "split": "train",
                 }
             ],
-            "lora_mlp_kernel": False,
-            "lora_qkv_kernel": False,
-            "lora_o_kernel": False,
-            "lora_embedding_kernel": False,
+            **NO_LORA_KERNELS,
         },
     )
     meta = load_datasets(cfg=cfg)
