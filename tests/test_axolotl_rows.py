@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from builders import NO_LORA_KERNELS, question_rows
 
 from axolotl_sealong.core.config import LabelConfig
 from axolotl_sealong.core.pipeline import label, read_rows
@@ -13,14 +14,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.fixture(scope="module")
 def labeled(tiny_llama_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("rows")
-    rows = [
-        {
-            "context": f"Passage 1:\nZorvan{i} was founded by Kel{i}.",
-            "question": f"Who founded Zorvan{i}?",
-            "answers": [f"Kel{i}"],
-        }
-        for i in range(4)
-    ]
+    rows = question_rows(
+        4,
+        context="Passage 1:\nZorvan{i} was founded by Kel{i}.",
+        question="Who founded Zorvan{i}?",
+    )
     cfg = LabelConfig(
         model=str(tiny_llama_dir),
         num_samples=4,
@@ -112,10 +110,7 @@ def test_sft_rows_load_in_axolotl(labeled, tiny_llama_dir):
                     "split": "train",
                 }
             ],
-            "lora_mlp_kernel": False,
-            "lora_qkv_kernel": False,
-            "lora_o_kernel": False,
-            "lora_embedding_kernel": False,
+            **NO_LORA_KERNELS,
         },
     )
     meta = load_datasets(cfg=cfg)

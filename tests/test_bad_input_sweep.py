@@ -17,20 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from builders import recipe, self_label_dataset, write_jsonl, write_yaml
 
 from axolotl_sealong.cli.main import main
 
 GOOD = {"context": "Passage 1:\nKel is in Zorvan.", "question": "Where is Kel?"}
 
 
-def _jsonl(path: Path, rows: list[Any]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def _label(tmp: Path, model: Path, *extra: str, rows: list[Any] | None = None):
-    data = _jsonl(tmp / "q.jsonl", rows if rows is not None else [GOOD])
+    data = write_jsonl(tmp / "q.jsonl", rows if rows is not None else [GOOD])
     return [
         "label",
         "--data",
@@ -48,20 +43,21 @@ def _label(tmp: Path, model: Path, *extra: str, rows: list[Any] | None = None):
     ]
 
 
-def _recipe(tmp: Path, model: Path, **keys: Any) -> list[str]:
-    data = _jsonl(tmp / "q.jsonl", [GOOD])
-    recipe = {
-        "base_model": str(model),
-        "datasets": [
-            {"path": str(data), "ds_type": "json", "type": "axolotl_sealong.self_label"}
-        ],
-        "sealong_utility": "rouge_l",
-        "sealong_cache_dir": str(tmp / "cache"),
-        **keys,
-    }
-    path = tmp / "recipe.yml"
-    path.write_text(yaml.safe_dump(recipe))
-    return ["label", "--config", str(path), "--out", str(tmp / "out")]
+def _recipe(tmp: Path, model: Path | None, *flags: str, **keys: Any) -> list[str]:
+    """``sealong label --config`` on a recipe of GOOD (no base_model if
+    ``model`` is None), ``keys`` added, then ``flags``."""
+    data = write_jsonl(tmp / "q.jsonl", [GOOD])
+    path = write_yaml(
+        tmp / "recipe.yml",
+        recipe(
+            model,
+            [self_label_dataset(data)],
+            sealong_utility="rouge_l",
+            sealong_cache_dir=str(tmp / "cache"),
+            **keys,
+        ),
+    )
+    return ["label", "--config", str(path), "--out", str(tmp / "out"), *flags]
 
 
 def _config_text(tmp: Path, text: str) -> list[str]:
@@ -181,7 +177,52 @@ CASES: dict[str, Case] = {
         _recipe(t, m, sealong_hf_method="expand", sealong_hf_batch_questions=2),
         ["hf_method expand decodes one question at a time", "hf_batch_questions"],
     ),
+    "recipe without base_model": lambda t, m: (
+        _recipe(t, None),
+        ["base_model is not set", "add `base_model:", "`sealong_model:` / --model"],
+    ),
+    "base_model empty": lambda t, m: (
+        _recipe(t, m, base_model=""),
+        ["base_model is not set (got '')", "add `base_model:"],
+    ),
+    "sealong_openai_backoff .nan": lambda t, m: (
+        _recipe(t, m, sealong_openai_backoff=float("nan")),
+        ["sealong_openai_backoff (--openai-backoff) = nan: must be a finite number"],
+    ),
+    "sealong_vllm_gpu_memory_utilization .inf": lambda t, m: (
+        _recipe(t, m, sealong_vllm_gpu_memory_utilization=float("inf")),
+        ["sealong_vllm_gpu_memory_utilization", "= inf", "a fraction in (0, 1]"],
+    ),
     # ---- CLI flags
+    "--temperature nan": lambda t, m: (
+        _label(t, m, "--temperature", "nan"),
+        ["sealong_temperature (--temperature) = nan: must be a finite number"]
+        + ["use a number > 0 (the paper uses 0.7)"],
+    ),
+    "--top-p nan": lambda t, m: (
+        _label(t, m, "--top-p", "nan"),
+        ["sealong_top_p (--top-p) = nan: must be a finite number", "in (0, 1]"],
+    ),
+    "--temperature inf": lambda t, m: (
+        _label(t, m, "--temperature", "inf"),
+        ["sealong_temperature (--temperature) = inf: must be a finite number"],
+    ),
+    "--margin -inf": lambda t, m: (
+        _label(t, m, "--margin=-inf"),
+        ["sealong_margin (--margin) = -inf: must be a finite number", "gap >= 0"],
+    ),
+    "--openai-timeout inf": lambda t, m: (
+        _label(t, m, "--openai-timeout", "inf"),
+        ["sealong_openai_timeout (--openai-timeout) = inf", "seconds > 0"],
+    ),
+    "--vllm-server-start-timeout nan": lambda t, m: (
+        _label(t, m, "--vllm-server-start-timeout", "nan"),
+        ["sealong_vllm_server_start_timeout", "= nan: must be a finite number"],
+    ),
+    "--vllm-server-gpu-release-timeout infinity": lambda t, m: (
+        _label(t, m, "--vllm-server-gpu-release-timeout", "infinity"),
+        ["sealong_vllm_server_gpu_release_timeout", "= inf: must be a finite"],
+    ),
     "--max-questions 0": lambda t, m: (
         _label(t, m, "--max-questions", "0"),
         ["sealong_max_questions (--max-questions) = 0: must be >= 1"],
@@ -322,6 +363,43 @@ def test_the_sweep_is_wide_enough() -> None:
     assert len(CASES) >= 40
 
 
+def test_every_float_setting_refuses_nan_and_infinity() -> None:
+    """A float setting added later is covered too (the CLI cases above show
+    the message as a user sees it)."""
+    from pydantic import ValidationError
+
+    from axolotl_sealong.core.config import LabelConfig
+
+    floats = [
+        name
+        for name, info in LabelConfig.model_fields.items()
+        if float in (info.annotation, *getattr(info.annotation, "__args__", ()))
+    ]
+    assert len(floats) >= 8, floats
+    for name in floats:
+        for value in ("nan", "inf", "-inf"):
+            with pytest.raises(ValidationError, match="must be a finite number"):
+                LabelConfig(**{name: float(value)})
+
+
+@pytest.mark.parametrize("how", ["--model", "sealong_model"])
+def test_a_recipe_without_base_model_labels_the_model_it_names(
+    how: str, tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """The base_model error leaves a recipe that names its sampling model
+    (and --data with --model, no recipe: every other case here) alone."""
+    from axolotl_sealong.cli.label import config_from_args
+    from axolotl_sealong.cli.main import build_parser
+
+    if how == "--model":
+        argv = _recipe(tmp_path, None, "--model", str(tiny_llama_dir))
+    else:
+        argv = _recipe(tmp_path, None, sealong_model=str(tiny_llama_dir))
+    cfg, raw = config_from_args(build_parser().parse_args(argv))
+    assert raw is not None and "base_model" not in raw
+    assert cfg.model == str(tiny_llama_dir)
+
+
 def test_argparse_errors_are_also_one_line(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["label", "--data", "x", "--out", str(tmp_path), "--num-samples", "abc"])
@@ -331,9 +409,18 @@ def test_argparse_errors_are_also_one_line(tmp_path, capsys) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "0"])
+def test_check_estimates_are_finite_and_positive(tmp_path, capsys, value) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["check", str(tmp_path / "r.yml"), "--prefill-tps", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--prefill-tps: must be a finite number > 0, got {value}" in err
+
+
 def test_the_console_script_prints_no_traceback_and_v_shows_it(tmp_path) -> None:
     """The real entry point, as a user runs it: -v is for debugging."""
-    data = _jsonl(tmp_path / "q.jsonl", [{**GOOD, "answers": 5}])
+    data = write_jsonl(tmp_path / "q.jsonl", [{**GOOD, "answers": 5}])
     argv = ["label", "--data", str(data), "--out", str(tmp_path / "o")]
     cmd = [sys.executable, "-m", "axolotl_sealong.cli.main"]
     quiet = subprocess.run([*cmd, *argv], capture_output=True, text=True)

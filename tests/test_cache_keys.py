@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
+from builders import e2e_recipe, question_rows
 from openai_fake import Behaviour, FakeServer
 
 from axolotl_sealong.core import cache
@@ -21,15 +22,10 @@ from axolotl_sealong.core.pipeline import label, read_rows
 SECRET = "sk-test-SECRET-4242"
 
 
-def _rows(n: int = 3) -> list[dict]:
-    return [
-        {
-            "context": f"Zorvan{i} lies on the Kel.",
-            "question": f"Q{i}?",
-            "answers": ["x"],
-        }
-        for i in range(n)
-    ]
+def _rows() -> list[dict]:
+    return question_rows(
+        3, context="Zorvan{i} lies on the Kel.", question="Q{i}?", answers=["x"]
+    )
 
 
 def _cfg(model: Path, url: str, cache_dir: Path, **kw) -> LabelConfig:
@@ -186,11 +182,10 @@ def test_axolotl_never_logs_a_key_from_the_recipe(tiny_llama_dir, tmp_path, capl
 
     import yaml
     from axolotl.cli.config import load_cfg
-    from test_plugin_e2e import _recipe
 
     from axolotl_sealong.integrations.axolotl.plugin import label_settings
 
-    path = _recipe(tmp_path, tiny_llama_dir, "orpo")
+    path = e2e_recipe(tmp_path, tiny_llama_dir, "orpo")
     recipe = yaml.safe_load(path.read_text())
     recipe |= {
         "sealong_sampler": "openai",
@@ -241,11 +236,10 @@ def test_a_hidden_key_stays_with_its_own_config(tiny_llama_dir, tmp_path):
     """Two configs in one process: the second never gets the first one's key."""
     import yaml
     from axolotl.cli.config import load_cfg
-    from test_plugin_e2e import _recipe
 
     from axolotl_sealong.integrations.axolotl.plugin import label_settings
 
-    path = _recipe(tmp_path, tiny_llama_dir, "orpo")
+    path = e2e_recipe(tmp_path, tiny_llama_dir, "orpo")
     plain = load_cfg(str(path))
     recipe = yaml.safe_load(path.read_text())
     recipe["sealong_openai_api_key"] = SECRET

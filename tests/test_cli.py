@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from builders import (
+    PLUGINS,
+    question_rows,
+    recipe,
+    self_label_dataset,
+    write_jsonl,
+    write_yaml,
+)
 
 from axolotl_sealong.cli.main import main
 from axolotl_sealong.core.config import LabelConfig
@@ -30,17 +37,11 @@ def test_help_documents_every_command_and_setting(capsys):
 
 
 def _data(tmp_path):
-    rows = [
-        {
-            "context": f"Passage 1:\nKel{i} is the capital of Zorvan{i}.",
-            "question": f"What is the capital of Zorvan{i}?",
-            "answers": f"Kel{i}",
-        }
-        for i in range(2)
-    ]
-    path = tmp_path / "q.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    # answers as a plain string, as users may write them
+    rows = question_rows(
+        2, context="Passage 1:\nKel{i} is the capital of Zorvan{i}.", answers="Kel{i}"
+    )
+    return write_jsonl(tmp_path / "q.jsonl", rows)
 
 
 def test_label_from_flags(tiny_llama_dir, tmp_path, capsys):
@@ -70,18 +71,17 @@ def test_label_from_flags(tiny_llama_dir, tmp_path, capsys):
 
 def test_label_from_axolotl_yaml_with_flag_override(tiny_llama_dir, tmp_path, capsys):
     data = _data(tmp_path)
-    recipe = {
-        "base_model": str(tiny_llama_dir),
-        "plugins": ["axolotl_sealong.SeaLongPlugin"],
-        "datasets": [
-            {"path": data.name, "ds_type": "json", "type": "axolotl_sealong.self_label"}
-        ],
-        "sealong_num_samples": 5,
-        "sealong_max_new_tokens": 8,
-        "sealong_cache_dir": str(tmp_path / "cache"),
-    }
-    cfg_path = tmp_path / "recipe.yml"
-    cfg_path.write_text(yaml.safe_dump(recipe))
+    cfg_path = write_yaml(
+        tmp_path / "recipe.yml",
+        recipe(
+            tiny_llama_dir,
+            [self_label_dataset(data.name)],
+            plugins=PLUGINS,
+            sealong_num_samples=5,
+            sealong_max_new_tokens=8,
+            sealong_cache_dir=str(tmp_path / "cache"),
+        ),
+    )
     code = main(
         [
             "label",

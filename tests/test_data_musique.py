@@ -329,5 +329,6 @@ def test_embedded_smollm2_tokenizer(source_rows: dict[str, dict[str, Any]]) -> N
         max_tokens=8192,
         progress=False,
     )
+    assert len(rows) == 4  # the checks below pass vacuously on no rows
     for row in rows:
         _check_row(row, source_rows[row["id"]], smol, titles=True)

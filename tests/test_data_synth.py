@@ -101,6 +101,7 @@ def counter(tiny_tokenizer_dir: Path) -> TokenCounter:
 
 
 def _check_rows(rows: list[dict[str, Any]], counter: TokenCounter, split: str) -> None:
+    assert rows, "no rows were built: every check below would pass"
     for row in rows:
         assert isinstance(row["answers"], list) and len(row["answers"]) == 1
         ids = counter.tokenizer(row["context"], add_special_tokens=False)["input_ids"]
@@ -162,6 +163,7 @@ def test_embedded_smollm2_tokenizer_small_contexts() -> None:
         max_tokens=1024,
         progress=False,
     )
+    assert len(rows) == 10
     _check_rows(rows, smol, "eval")
 
 

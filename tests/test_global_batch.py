@@ -3,14 +3,13 @@ is warned about with the fix (one-GPU recipe on an 8-GPU node: 512, not 64)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from axolotl_support import TINY_LORA_TRAINING
+from builders import ORPO, PLUGINS, TINY_LORA_TRAINING, recipe, write_jsonl, write_yaml
 
 from axolotl_sealong.integrations.axolotl.batch import (
     GlobalBatch,
@@ -142,31 +141,26 @@ def test_a_real_training_run_logs_and_warns(tiny_llama_dir, tmp_path):
     the plugin's callback is attached and fires at train begin (1 process x 1 x
     2 = 2 rows per step, the recipe says 4)."""
     import datasets
-    import yaml
     from axolotl.cli.config import load_cfg
     from axolotl.train import setup_model_and_tokenizer
     from axolotl.utils.trainer import setup_trainer
 
-    data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    recipe = {
-        "base_model": str(tiny_llama_dir),
-        "plugins": ["axolotl_sealong.SeaLongPlugin"],
-        "rl": "orpo",
-        "orpo_alpha": 0.1,
-        "remove_unused_columns": False,
-        "datasets": [{"path": str(data), "ds_type": "json", "split": "train"}],
-        "chat_template": "tokenizer_default",
-        "sequence_len": 256,
-        **TINY_LORA_TRAINING,
-        "gradient_accumulation_steps": 2,
-        "max_steps": 1,
-        "sealong_global_batch_size": 4,
-        "save_strategy": "no",
-        "output_dir": str(tmp_path / "out"),
-    }
-    path = tmp_path / "orpo.yml"
-    path.write_text(yaml.safe_dump(recipe))
+    data = write_jsonl(tmp_path / "pairs.jsonl", ROWS)
+    path = write_yaml(
+        tmp_path / "orpo.yml",
+        recipe(
+            tiny_llama_dir,
+            [{"path": str(data), "ds_type": "json", "split": "train"}],
+            plugins=PLUGINS,
+            **ORPO,
+            chat_template="tokenizer_default",
+            sequence_len=256,
+            **TINY_LORA_TRAINING | {"gradient_accumulation_steps": 2, "max_steps": 1},
+            sealong_global_batch_size=4,
+            save_strategy="no",
+            output_dir=str(tmp_path / "out"),
+        ),
+    )
     cfg = load_cfg(str(path))
     assert cfg["sealong_global_batch_size"] == 4  # the plugin's key survived
     model, tokenizer, peft_config, _ = setup_model_and_tokenizer(cfg)

@@ -2,6 +2,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
+from builders import question_rows
 from pydantic import ValidationError
 
 from axolotl_sealong.core.config import LabelConfig, describe_validation_error
@@ -265,10 +266,12 @@ def test_pipeline_labels_with_a_registered_utility_and_rule(
     """End to end: no embedder is checked or loaded (the path does not exist)."""
     from axolotl_sealong.core.pipeline import label, read_rows
 
-    rows = [
-        {"context": f"Passage 1:\nZorvan{i} is Kel{i}.", "question": f"Zorvan{i}?"}
-        for i in range(3)
-    ]
+    rows = question_rows(
+        3,
+        context="Passage 1:\nZorvan{i} is Kel{i}.",
+        question="Zorvan{i}?",
+        answers=None,
+    )
     cfg = LabelConfig(
         model=str(tiny_llama_dir),
         num_samples=4,

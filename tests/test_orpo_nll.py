@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from axolotl_support import TINY_LORA_TRAINING
+from builders import ORPO, PLUGINS, TINY_LORA_TRAINING, recipe, write_jsonl, write_yaml
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -187,29 +187,24 @@ def test_the_plugin_picks_the_subclass_for_orpo_with_the_response_nll() -> None:
 @pytest.fixture
 def loaded(tiny_llama_dir: Path, tmp_path: Path) -> Any:
     """Axolotl's config (plugin registered), model + LoRA, tokenizer, dataset."""
-    import json
-
     import datasets
-    import yaml
     from axolotl.cli.config import load_cfg
     from axolotl.train import setup_model_and_tokenizer
 
-    data = tmp_path / "pairs.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    recipe = {
-        "base_model": str(tiny_llama_dir),
-        "plugins": ["axolotl_sealong.SeaLongPlugin"],
-        "rl": "orpo",
-        "orpo_alpha": 0.1,
-        "remove_unused_columns": False,
-        "datasets": [{"path": str(data), "ds_type": "json", "split": "train"}],
-        "chat_template": "tokenizer_default",
-        "sequence_len": 256,
-        **TINY_LORA_TRAINING,
-        "output_dir": str(tmp_path / "out"),
-    }
-    path = tmp_path / "orpo.yml"
-    path.write_text(yaml.safe_dump(recipe))
+    data = write_jsonl(tmp_path / "pairs.jsonl", ROWS)
+    path = write_yaml(
+        tmp_path / "orpo.yml",
+        recipe(
+            tiny_llama_dir,
+            [{"path": str(data), "ds_type": "json", "split": "train"}],
+            plugins=PLUGINS,
+            **ORPO,
+            chat_template="tokenizer_default",
+            sequence_len=256,
+            **TINY_LORA_TRAINING,
+            output_dir=str(tmp_path / "out"),
+        ),
+    )
     cfg = load_cfg(str(path))
     model, tokenizer, peft_config, _ = setup_model_and_tokenizer(cfg)
     return cfg, model, tokenizer, peft_config, datasets.Dataset.from_list(ROWS)

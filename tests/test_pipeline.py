@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from builders import CAPITAL_CONTEXT, question_rows
 
 from axolotl_sealong.core.config import LabelConfig
 from axolotl_sealong.core.pipeline import label, read_rows
@@ -19,14 +20,7 @@ from axolotl_sealong.core.pipeline import label, read_rows
 
 def _rows(n: int, words: int = 20) -> list[dict]:
     filler = " ".join(["filler"] * words)
-    return [
-        {
-            "context": f"Passage 1:\nThe capital of Zorvan{i} is Kel{i}. {filler}",
-            "question": f"What is the capital of Zorvan{i}?",
-            "answers": [f"Kel{i}"],
-        }
-        for i in range(n)
-    ]
+    return question_rows(n, context=CAPITAL_CONTEXT + " " + filler)
 
 
 def _cfg(model: Path, cache: Path, **kw) -> LabelConfig:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from axolotl_support import TINY_LORA_TRAINING
+from builders import e2e_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 AXOLOTL = shutil.which("axolotl") or str(Path(sys.executable).parent / "axolotl")
@@ -25,53 +25,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _questions(path: Path, n: int = 4) -> Path:
-    rows = [
-        {
-            "context": "\n".join(
-                f"Passage {j}:\nZorvan{i}-{j} lies on the river Kel{j}."
-                for j in range(6)
-            ),
-            "question": f"Which river does Zorvan{i}-3 lie on?",
-            "answers": ["Kel3"],
-        }
-        for i in range(n)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def _recipe(tmp: Path, model: Path, mode: str, **extra) -> Path:
-    cfg = {
-        "base_model": str(model),
-        "plugins": ["axolotl_sealong.SeaLongPlugin"],
-        "datasets": [
-            {
-                "path": str(_questions(tmp / "questions.jsonl")),
-                "ds_type": "json",
-                "split": "train",
-                "type": "axolotl_sealong.self_label",
-            }
-        ],
-        "sealong_num_samples": 3,
-        "sealong_max_new_tokens": 16,
-        "sealong_cache_dir": str(tmp / "samples"),
-        "chat_template": "tokenizer_default",
-        "sequence_len": 1024,
-        **TINY_LORA_TRAINING,
-        "dataset_num_proc": 1,
-        "dataset_prepared_path": str(tmp / "prepared"),
-        "output_dir": str(tmp / "out"),
-        "save_safetensors": True,
-    }
-    if mode == "orpo":
-        cfg |= {"rl": "orpo", "orpo_alpha": 0.1, "remove_unused_columns": False}
-    else:
-        cfg |= {f"lora_{k}_kernel": False for k in ("mlp", "qkv", "o", "embedding")}
-    cfg |= extra
-    path = tmp / f"{mode}.yml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+# tests/test_vllm_server_e2e.py imports this name; drop it once that file
+# imports builders.e2e_recipe.
+_recipe = e2e_recipe
 
 
 def _axolotl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -95,7 +51,7 @@ def _labeled(root: Path) -> list[dict]:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["orpo", "sft"])
 def test_preprocess_then_train_leaves_an_adapter(tiny_llama_dir, tmp_path, mode):
-    recipe = _recipe(tmp_path, tiny_llama_dir, mode)
+    recipe = e2e_recipe(tmp_path, tiny_llama_dir, mode)
     pre = _axolotl("preprocess", str(recipe), cwd=tmp_path)
     assert pre.returncode == 0, pre.stdout[-3000:] + pre.stderr[-3000:]
     (diag,) = _labeled(tmp_path / "prepared" / "sealong")
@@ -116,7 +72,7 @@ def test_preprocess_then_train_leaves_an_adapter(tiny_llama_dir, tmp_path, mode)
     assert "sealong: ResponseNLLORPOTrainer: ORPO NLL term over response" in log
     # rows written elsewhere (another prepared path, another machine sharing
     # the sample cache): labeling runs again but every sample comes from cache
-    recipe = _recipe(
+    recipe = e2e_recipe(
         tmp_path, tiny_llama_dir, mode, sealong_output_dir=str(tmp_path / "rows2")
     )
     again = _axolotl("preprocess", str(recipe), cwd=tmp_path)
@@ -135,7 +91,7 @@ def test_sealong_label_config_warms_axolotl_preprocess(tiny_llama_dir, tmp_path)
     """
     from axolotl_sealong.cli.main import main
 
-    recipe = _recipe(tmp_path, tiny_llama_dir, "orpo")
+    recipe = e2e_recipe(tmp_path, tiny_llama_dir, "orpo")
     out = tmp_path / "cli"
     assert (
         main(["label", "--config", str(recipe), "--out", str(out), "--no-progress"])
@@ -159,7 +115,7 @@ def test_bf16_trains_on_a_cpu(tiny_llama_dir, tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU trains bf16 without use_cpu")
-    recipe = _recipe(tmp_path, tiny_llama_dir, "orpo", bf16=True)
+    recipe = e2e_recipe(tmp_path, tiny_llama_dir, "orpo", bf16=True)
     train = _axolotl("train", str(recipe), "--launcher", "python", cwd=tmp_path)
     log = train.stdout + train.stderr
     assert train.returncode == 0, log[-5000:]
@@ -175,23 +131,23 @@ def _load_cfg(path: Path):
 
 
 def test_bad_key_is_caught_at_config_validation(tiny_llama_dir, tmp_path):
-    recipe = _recipe(tmp_path, tiny_llama_dir, "orpo", sealong_num_samples=1)
+    recipe = e2e_recipe(tmp_path, tiny_llama_dir, "orpo", sealong_num_samples=1)
     with pytest.raises(
         Exception, match=r"sealong_num_samples \(--num-samples\) = 1: num_samples must"
     ):
         _load_cfg(recipe)
-    typo = _recipe(tmp_path, tiny_llama_dir, "orpo", sealong_num_sample=8)
+    typo = e2e_recipe(tmp_path, tiny_llama_dir, "orpo", sealong_num_sample=8)
     with pytest.raises(
         Exception,
         match=r"unknown setting.*sealong_num_sample \(did you mean sealong_num_samples",
     ):
         _load_cfg(typo)
-    cfg = _load_cfg(_recipe(tmp_path, tiny_llama_dir, "orpo"))
+    cfg = _load_cfg(e2e_recipe(tmp_path, tiny_llama_dir, "orpo"))
     assert cfg.sealong_num_samples == 3  # declared keys survive validation
 
 
 def test_mode_without_matching_rl_is_refused(tiny_llama_dir, tmp_path):
-    recipe = _recipe(tmp_path, tiny_llama_dir, "sft", sealong_mode="orpo")
+    recipe = e2e_recipe(tmp_path, tiny_llama_dir, "sft", sealong_mode="orpo")
     with pytest.raises(Exception, match="sealong_mode: orpo does not match rl"):
         _load_cfg(recipe)
 
@@ -202,7 +158,7 @@ def test_without_the_plugin_training_stops_with_a_clear_error(
 ):
     # a plugin that is not listed, or failed to import (axolotl only logs that):
     # the dataset type itself refuses to be trained on unlabeled
-    recipe = _recipe(
+    recipe = e2e_recipe(
         tmp_path, tiny_llama_dir, mode, plugins=["axolotl_sealong_typo.SeaLongPlugin"]
     )
     run = _axolotl("preprocess", str(recipe), cwd=tmp_path)
@@ -215,7 +171,7 @@ def test_without_the_plugin_training_stops_with_a_clear_error(
 @pytest.mark.slow
 def test_concurrent_ranks_label_once(tiny_llama_dir, tmp_path):
     """Two processes (as two ranks would) enter the hook at once: one labels."""
-    recipe = _recipe(tmp_path, tiny_llama_dir, "orpo")
+    recipe = e2e_recipe(tmp_path, tiny_llama_dir, "orpo")
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
@@ -325,8 +281,8 @@ def test_hf_ranks_label_their_own_shards(tiny_llama_dir, tmp_path):
     questions; the merged rows equal a one-process run's; one rank writes the
     training file; a rerun reuses the rows and waits for no rank."""
     settings = {"sealong_sampler": "hf", "sealong_utility": "rouge_l"}
-    recipe = _recipe(tmp_path, tiny_llama_dir, "orpo", **settings)
-    _questions(tmp_path / "questions.jsonl", 5)  # shards of 3 and 2
+    # 5 questions: shards of 3 and 2
+    recipe = e2e_recipe(tmp_path, tiny_llama_dir, "orpo", questions=5, **settings)
     logs = [tmp_path / f"rank{r}.log" for r in range(2)]
     procs = [_preprocess(recipe, _rank_env(r), logs[r]) for r in range(2)]
     one = tmp_path / "one"

@@ -12,45 +12,55 @@ from pathlib import Path
 
 import pytest
 import yaml
+from builders import (
+    PLUGINS,
+    question_rows,
+    recipe,
+    self_label_dataset,
+    write_jsonl,
+    write_yaml,
+)
 
 from axolotl_sealong.cli.main import main
+from axolotl_sealong.common.models import EMBEDDED_MODEL
 
 
-def _questions(path: Path, start: int, n: int, filler: int) -> Path:
-    rows = [
-        {
-            "context": f"Passage 1:\nKel{i} is the capital of Zorvan{i}. "
-            + "filler " * (filler * (i % 3)),
-            "question": f"What is the capital of Zorvan{i}?",
-            "answers": [f"Kel{i}"],
-        }
-        for i in range(start, start + n)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+def _questions(path: Path, start: int) -> Path:
+    """Rows start..start+2; every third has no filler, the others 40 or 80
+    words of it."""
+    rows = question_rows(
+        3,
+        start=start,
+        context=lambda i: (
+            f"Passage 1:\nKel{i} is the capital of Zorvan{i}. "
+            + "filler " * (40 * (i % 3))
+        ),
+    )
+    return write_jsonl(path, rows)
 
 
 def _recipe(tmp_path: Path, model: Path, **extra) -> Path:
-    a = _questions(tmp_path / "a.jsonl", 0, 3, filler=40)
-    b = _questions(tmp_path / "b.jsonl", 3, 3, filler=40)
-    recipe = {
-        "base_model": str(model),
-        "plugins": ["axolotl_sealong.SeaLongPlugin"],
-        "sequence_len": 160,  # the long questions do not fit: skipped
-        "datasets": [
-            {"path": str(a), "ds_type": "json", "type": "axolotl_sealong.self_label"},
-            {"path": "other.jsonl", "type": "alpaca"},  # passes through
-            {"path": b.name, "ds_type": "json", "type": "axolotl_sealong.self_label"},
-        ],
-        "sealong_num_samples": 3,
-        "sealong_max_new_tokens": 8,
-        "sealong_utility": "rouge_l",
-        "sealong_cache_dir": str(tmp_path / "cache"),
-        **extra,
-    }
-    path = tmp_path / "recipe.yml"
-    path.write_text(yaml.safe_dump(recipe))
-    return path
+    a = _questions(tmp_path / "a.jsonl", 0)
+    b = _questions(tmp_path / "b.jsonl", 3)
+    datasets = [
+        self_label_dataset(a),
+        {"path": "other.jsonl", "type": "alpaca"},  # passes through
+        self_label_dataset(b.name),
+    ]
+    return write_yaml(
+        tmp_path / "recipe.yml",
+        recipe(
+            model,
+            datasets,
+            plugins=PLUGINS,
+            sequence_len=160,  # the long questions do not fit: skipped
+            sealong_num_samples=3,
+            sealong_max_new_tokens=8,
+            sealong_utility="rouge_l",
+            sealong_cache_dir=str(tmp_path / "cache"),
+            **extra,
+        ),
+    )
 
 
 def test_cli_labels_every_self_label_dataset_with_the_plugins_settings(
@@ -117,8 +127,15 @@ def test_flags_override_the_recipe_before_it_is_read(tiny_llama_dir, tmp_path):
     [
         ("- a\n- b\n", "the YAML is a list, not a mapping"),
         ("base_model: [unclosed\n", "not valid YAML"),
-        ("sequence_len: 4096\n", "no datasets: entry has type: axolotl_sealong"),
-        ("sequence_len: 1024\n", "sequence_len 1024 leaves no room for a prompt"),
+        (
+            f"base_model: {EMBEDDED_MODEL}\nsequence_len: 4096\n",
+            "no datasets: entry has type: axolotl_sealong",
+        ),
+        (
+            f"base_model: {EMBEDDED_MODEL}\nsequence_len: 1024\n",
+            "sequence_len 1024 leaves no room for a prompt",
+        ),
+        ("sequence_len: 1024\n", "base_model is not set"),
     ],
 )
 def test_unreadable_recipes_are_named(tmp_path, capsys, text, match):

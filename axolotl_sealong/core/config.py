@@ -7,6 +7,7 @@ same settings the same way. Validation happens before any model loads.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection
 from typing import Any, Literal
@@ -65,6 +66,22 @@ _CHOICES: dict[str, Collection[str]] = {
     "sampler": SAMPLERS,
     "embedder_long_text": LONG_TEXT_RULES,
     "dtype": ("auto", "float32", "bfloat16", "float16"),
+}
+# Every float setting, with what a valid value is: NaN and infinity are never
+# one (a NaN temperature passed every range check, then crashed the sampler).
+_FINITE: dict[str, str] = {
+    "temperature": "a number > 0 (the paper uses 0.7)",
+    "top_p": "a number in (0, 1] (1.0 keeps every token)",
+    "margin": "a score gap >= 0 (0.0 keeps every pair)",
+    "vllm_gpu_memory_utilization": "a fraction in (0, 1] (e.g. 0.85), or leave "
+    "it unset",
+    "vllm_server_gpu_release_timeout": "seconds > 0 (default 300; a long wait is "
+    "a large number, not inf)",
+    "vllm_server_start_timeout": "seconds > 0 (default 1800; a long wait is a "
+    "large number, not inf)",
+    "openai_timeout": "seconds > 0 (default 900; a long wait is a large number, "
+    "not inf)",
+    "openai_backoff": "seconds > 0 (default 2)",
 }
 # cpu, cuda, cuda:N, mps, xpu, xpu:N (what torch.device takes for sampling)
 _DEVICE = re.compile(r"(cpu|mps|(cuda|xpu)(:\d+)?)")
@@ -320,6 +337,16 @@ class LabelConfig(BaseModel):
         description="Sample cache root (default: $SEALONG_CACHE or "
         "~/.cache/axolotl_sealong/samples).",
     )
+
+    # first of the validators: the range checks below assume a finite number
+    @field_validator(*_FINITE)
+    @classmethod
+    def _finite(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(
+                f"must be a finite number: use {_FINITE[str(info.field_name)]}"
+            )
+        return v
 
     @field_validator("num_samples")
     @classmethod

