@@ -8,7 +8,11 @@ from builders import NO_LORA_KERNELS, question_rows
 from axolotl_sealong.core.config import LabelConfig
 from axolotl_sealong.core.pipeline import label, read_rows
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+# every test reads rows the tiny model labels end to end (the module fixture)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,7 @@ def _data(tmp_path):
     return write_jsonl(tmp_path / "q.jsonl", rows)
 
 
+@pytest.mark.slow
 def test_label_from_flags(tiny_llama_dir, tmp_path, capsys):
     code = main(
         [
@@ -69,6 +70,7 @@ def test_label_from_flags(tiny_llama_dir, tmp_path, capsys):
     assert (tmp_path / "out" / "preference.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_label_from_axolotl_yaml_with_flag_override(tiny_llama_dir, tmp_path, capsys):
     data = _data(tmp_path)
     cfg_path = write_yaml(
@@ -123,6 +125,7 @@ def test_missing_data_is_explained(tmp_path, capsys):
     assert "--data PATH" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_mbr_json_scoring_is_cheap_next_to_embedding(capsys):
     assert main(["bench", "mbr", "--json", "--questions", "12", "--samples", "8"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -133,6 +136,7 @@ def test_bench_mbr_json_scoring_is_cheap_next_to_embedding(capsys):
     assert result["score_s"] < 0.05 * result["embed_s"]
 
 
+@pytest.mark.slow
 def test_bench_sampling_json_rows_per_engine_and_length(tiny_llama_dir, capsys):
     args = ["bench", "sampling", "--json", "--model", str(tiny_llama_dir)]
     args += ["--engines", "hf,hf-fp32kv", "--prompt-tokens", "64,128"]
@@ -159,6 +163,7 @@ def test_bench_sampling_json_rows_per_engine_and_length(tiny_llama_dir, capsys):
     assert "unknown engine(s) ['hf-nope']" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bench_decode_times_and_profiles_steps(tiny_llama_dir, capsys):
     args = ["bench", "decode", "--json", "--model", str(tiny_llama_dir)]
     args += ["--prompt-tokens", "96", "--steps", "4", "--n", "3", "--repeats", "2"]

@@ -16,6 +16,7 @@ def _long(tail: str) -> str:
     return f"{body} Therefore the final answer is {tail}."
 
 
+@pytest.mark.slow
 def test_long_outputs_keep_their_ending(embedder):
     a, b = _long("Paris"), _long("a small village in northern Norway")
     assert len(embedder.windows([a])[0]) > 1  # longer than the 256-token window
@@ -27,6 +28,7 @@ def test_long_outputs_keep_their_ending(embedder):
     assert float(ha @ hb) == pytest.approx(1.0, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_windows_cover_the_whole_text_in_order(embedder):
     text = _long("Rome")
     chunks, owner, weight = embedder.windows([text, "short"])
@@ -37,6 +39,7 @@ def test_windows_cover_the_whole_text_in_order(embedder):
     assert joined == text.replace(" ", "")
 
 
+@pytest.mark.slow
 def test_short_texts_match_plain_sentence_transformers(embedder):
     texts = ["The answer is Paris.", "It is Rome."]
     ours = embedder.encode(texts)
@@ -44,6 +47,7 @@ def test_short_texts_match_plain_sentence_transformers(embedder):
     np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_one_encode_call_for_all_questions(embedder, monkeypatch):
     calls = []
     real = embedder.model.encode

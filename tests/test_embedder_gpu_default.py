@@ -160,6 +160,7 @@ def _output(tokenizer: Any, ending: str, tokens: int = OUTPUT_TOKENS) -> str:
         i += 1
 
 
+@pytest.mark.slow
 def test_the_bge_m3_folder_is_laid_out_like_the_real_one(bge_m3, bge_m3_dir):
     from sentence_transformers.models import Normalize, Pooling, Transformer
     from transformers import XLMRobertaModel
@@ -176,6 +177,7 @@ def test_the_bge_m3_folder_is_laid_out_like_the_real_one(bge_m3, bge_m3_dir):
     assert bge_m3.model.tokenizer.model_max_length == BGE_M3_WINDOW
 
 
+@pytest.mark.slow
 def test_bge_m3_needs_no_remote_code(bge_m3_dir, monkeypatch):
     import sentence_transformers
 
@@ -195,6 +197,7 @@ def test_bge_m3_needs_no_remote_code(bge_m3_dir, monkeypatch):
     assert embedder.task is None  # no jina task kwarg for bge-m3
 
 
+@pytest.mark.slow
 def test_a_1024_token_output_fits_one_bge_m3_window(bge_m3):
     tokenizer = bge_m3.model.tokenizer
     assert bge_m3.model.max_seq_length == BGE_M3_WINDOW
@@ -216,6 +219,7 @@ def test_a_1024_token_output_fits_one_bge_m3_window(bge_m3):
     assert np.abs(vectors[0] - vectors[1]).max() > 1e-7
 
 
+@pytest.mark.slow
 def test_the_window_check_can_fail_on_a_short_window_model(tmp_path, bge_m3):
     """The same output is chunked by a 512-token model: the window matters."""
     short = build_tiny_bge_m3(tmp_path / "short", window=512)
@@ -271,6 +275,7 @@ def test_a_cached_hub_embedder_with_auto_map_needs_the_trust_flag(
     assert check_embedder("acme/plain-embedder") == "acme/plain-embedder"
 
 
+@pytest.mark.slow
 def test_the_native_jina_v3_port_loads_without_remote_code(tmp_path, bge_m3_dir):
     """transformers 5 ships ``jina_embeddings_v3``: no auto_map, no trust flag."""
     import torch

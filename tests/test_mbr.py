@@ -260,6 +260,7 @@ def test_a_rule_that_rejects_a_non_candidate_is_an_error():
         REJECTED_RULES.remove("toy_chosen")
 
 
+@pytest.mark.slow
 def test_pipeline_labels_with_a_registered_utility_and_rule(
     toy_registered, tiny_llama_dir, tmp_path
 ):

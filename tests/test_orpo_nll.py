@@ -83,6 +83,7 @@ def _by_hand(model: Any, batch: dict[str, Any], beta: float) -> tuple[Any, Any]:
     return nll, nll - beta * F.logsigmoid(log_odds).mean()
 
 
+@pytest.mark.slow
 def test_nll_covers_only_the_response(trainer) -> None:  # type: ignore[no-untyped-def]
     import torch
     from axolotl.core.trainers import AxolotlORPOTrainer
@@ -114,6 +115,7 @@ def test_nll_covers_only_the_response(trainer) -> None:  # type: ignore[no-untyp
     assert alone[2].shape[1] == response  # the response's logits, not the prompt's
 
 
+@pytest.mark.slow
 def test_response_logits_only_give_the_same_loss_and_gradients(
     trainer, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
@@ -238,6 +240,7 @@ def _plugin() -> Any:
     return plugin
 
 
+@pytest.mark.slow
 def test_axolotls_builder_makes_the_subclass_like_its_own_trainer(loaded: Any) -> None:
     """Ours and the default path's trainer differ only in the class's loss."""
     from axolotl.core.trainers import AxolotlORPOTrainer
@@ -267,6 +270,7 @@ def test_axolotls_builder_makes_the_subclass_like_its_own_trainer(loaded: Any) -
         _plugin().post_trainer_create(cfg, stock)
 
 
+@pytest.mark.slow
 def test_axolotls_rl_builder_passes_a_plugins_class_no_model(loaded: Any) -> None:
     """Why the plugin keeps the model: axolotl PR #2883 (open) passes it.
 

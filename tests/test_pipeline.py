@@ -31,6 +31,7 @@ def _cfg(model: Path, cache: Path, **kw) -> LabelConfig:
     return LabelConfig(**base)
 
 
+@pytest.mark.slow
 def test_end_to_end_rows_and_diagnostics(tiny_llama_dir, tmp_path):
     res = label(
         _cfg(tiny_llama_dir, tmp_path / "c"), _rows(3), tmp_path / "out", progress=False
@@ -62,6 +63,7 @@ def test_end_to_end_rows_and_diagnostics(tiny_llama_dir, tmp_path):
     assert set(diag["subem"]) >= {"mbr_pick", "random_sample", "sample_mean", "oracle"}
 
 
+@pytest.mark.slow
 def test_cache_hit_miss_and_determinism(tiny_llama_dir, tmp_path):
     cache = tmp_path / "c"
     first = label(_cfg(tiny_llama_dir, cache), _rows(3), tmp_path / "a", progress=False)
@@ -97,6 +99,7 @@ _KILLED_RUN = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_loses_only_questions_in_flight(tiny_llama_dir, tmp_path):
     rows = _rows(6)
     (tmp_path / "rows.json").write_text(json.dumps(rows))
@@ -151,6 +154,7 @@ def test_resume_after_sigkill_loses_only_questions_in_flight(tiny_llama_dir, tmp
     assert a == b
 
 
+@pytest.mark.slow
 def test_overlong_prompts_are_skipped_or_middle_truncated(tiny_llama_dir, tmp_path):
     rows = _rows(2) + [
         {
@@ -227,6 +231,7 @@ def test_unknown_yaml_key_lists_valid_keys():
     assert cfg.model == "m" and cfg.num_samples == 4
 
 
+@pytest.mark.slow
 def test_fully_cached_rerun_never_loads_the_sampling_model(
     tiny_llama_dir, tmp_path, monkeypatch
 ):

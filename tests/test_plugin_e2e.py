@@ -153,6 +153,7 @@ def test_mode_without_matching_rl_is_refused(tiny_llama_dir, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["orpo", "sft"])
+@pytest.mark.slow
 def test_without_the_plugin_training_stops_with_a_clear_error(
     tiny_llama_dir, tmp_path, mode
 ):

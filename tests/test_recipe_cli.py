@@ -63,6 +63,7 @@ def _recipe(tmp_path: Path, model: Path, **extra) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_cli_labels_every_self_label_dataset_with_the_plugins_settings(
     tiny_llama_dir, tmp_path, monkeypatch
 ):

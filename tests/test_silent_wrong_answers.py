@@ -67,6 +67,7 @@ class CannedSampler:
         pass
 
 
+@pytest.mark.slow
 def test_blank_samples_never_win_mbr(tiny_tokenizer_dir, tmp_path, caplog):
     from transformers import AutoTokenizer
 
@@ -121,6 +122,7 @@ PARAMS = SamplingParams(n=3, temperature=0.8, top_p=0.95, max_new_tokens=10, see
 
 
 @pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.slow
 def test_the_prompt_reaches_every_layer_on_each_family(family, family_dirs):
     engine = HFSampler(str(family_dirs[family]), kv_cache_dtype="float32")
     assert engine.method == "shared_prefix"
@@ -147,6 +149,7 @@ def _drop_keyword(engine: HFSampler, layers: slice) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("dropped", [slice(None), slice(1, None)], ids=["all", "one"])
+@pytest.mark.slow
 def test_a_prompt_that_does_not_reach_attention_stops_the_run(
     family, dropped, family_dirs
 ):
@@ -159,6 +162,7 @@ def test_a_prompt_that_does_not_reach_attention_stops_the_run(
 # --------------------------------------------------------------------------- #
 # expand with batched questions
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 def test_sliding_window_fallback_decodes_batched_questions(tmp_path):
     """shared_prefix falls back to expand for sliding-window models; the batch
     size asked for shared_prefix no longer crashes it after the model loaded."""
@@ -179,6 +183,7 @@ def test_expand_with_batched_questions_is_refused_before_loading(tiny_llama_dir)
 # --------------------------------------------------------------------------- #
 # trust_remote_code is a setting, not a name
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 def test_an_embedder_named_jina_runs_no_remote_code_unless_asked(tmp_path, monkeypatch):
     import shutil
 
