@@ -25,11 +25,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-# tests/test_vllm_server_e2e.py imports this name; drop it once that file
-# imports builders.e2e_recipe.
-_recipe = e2e_recipe
-
-
 def _axolotl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,

@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from builders import question_rows
 
 from axolotl_sealong.core.config import LabelConfig
 from axolotl_sealong.integrations.axolotl.distributed import (
@@ -175,10 +176,9 @@ def test_ranks_share_the_work_without_duplicating_it(tmp_path):
 def test_shards_of_the_pipeline_merge_into_one_result(tiny_llama_dir, tmp_path):
     from axolotl_sealong.core.pipeline import label, read_rows
 
-    rows = [
-        {"context": f"Zorvan{i} is a city.", "question": f"Q{i}?", "answers": ["x"]}
-        for i in range(5)
-    ]
+    rows = question_rows(
+        5, context="Zorvan{i} is a city.", question="Q{i}?", answers=["x"]
+    )
     cfg = LabelConfig(
         model=str(tiny_llama_dir),
         num_samples=3,

@@ -11,6 +11,7 @@ import socket
 import time
 
 import pytest
+from builders import question_rows
 from openai_fake import Behaviour, FakeServer, sample_text
 
 from axolotl_sealong.core.config import LabelConfig
@@ -144,10 +145,9 @@ def test_model_name_and_length_checks(tiny_tokenizer_dir):
 
 
 def _rows(n: int) -> list[dict]:
-    return [
-        {"context": f"Zorvan{i} is a city.", "question": f"Q{i}?", "answers": ["x"]}
-        for i in range(n)
-    ]
+    return question_rows(
+        n, context="Zorvan{i} is a city.", question="Q{i}?", answers=["x"]
+    )
 
 
 def test_pipeline_resumes_after_the_server_dies(tiny_llama_dir, tmp_path):

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
+from builders import e2e_recipe, river_rows, write_jsonl
 from proc_support import alive, port_open, process_group
-from test_plugin_e2e import _recipe
 
 from axolotl_sealong.core.config import LabelConfig
 from axolotl_sealong.core.pipeline import label
@@ -44,20 +44,6 @@ pytestmark = [
         reason=f"no vLLM venv at {VLLM_PYTHON} (bash scripts/setup_vllm.sh)",
     ),
 ]
-
-
-def _rows(n: int) -> list[dict]:
-    return [
-        {
-            "context": "\n".join(
-                f"Passage {j}:\nZorvan{i}-{j} lies on the river Kel{j}."
-                for j in range(4)
-            ),
-            "question": f"Which river does Zorvan{i}-2 lie on?",
-            "answers": ["Kel2"],
-        }
-        for i in range(n)
-    ]
 
 
 def _cfg(tmp_path: Path, **kw) -> LabelConfig:
@@ -98,7 +84,7 @@ def _samples(tmp_path: Path) -> int:
 def test_a_bad_server_argument_stops_the_run_quoting_the_log(tmp_path):
     cfg = _cfg(tmp_path, vllm_server_args="--no-such-flag")
     with pytest.raises(sproc.ServerFailed) as err:
-        label(cfg, _rows(2), tmp_path / "out", progress=False)
+        label(cfg, river_rows(2), tmp_path / "out", progress=False)
     text = str(err.value)
     assert "exited with code" in text and "before it was ready" in text
     assert str(tmp_path / "out" / ss.LOG_FILE) in text
@@ -123,7 +109,7 @@ def test_killed_mid_run_then_the_same_command_resumes(tmp_path):
 
     threading.Thread(target=kill_after_two, daemon=True).start()
     with pytest.raises(sproc.ServerFailed) as err:
-        label(cfg, _rows(12), out, progress=False)
+        label(cfg, river_rows(12), out, progress=False)
     assert killed
     text = str(err.value)
     assert "exited with code" in text and str(out / ss.LOG_FILE) in text
@@ -133,7 +119,9 @@ def test_killed_mid_run_then_the_same_command_resumes(tmp_path):
     assert 2 <= finished < 12
     # the same command again, on a port set in the config this time
     port = sproc.free_port()
-    again = label(_cfg(tmp_path, vllm_server_port=port), _rows(12), out, progress=False)
+    again = label(
+        _cfg(tmp_path, vllm_server_port=port), river_rows(12), out, progress=False
+    )
     assert again.counts["cache_hits"] == finished  # nothing finished is resampled
     assert again.counts["sampled"] == 12 - finished
     assert _samples(tmp_path) == 12
@@ -143,7 +131,7 @@ def test_killed_mid_run_then_the_same_command_resumes(tmp_path):
 
 def test_ctrl_c_during_labeling_leaves_no_server(tmp_path):
     data = tmp_path / "q.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in _rows(40)))
+    write_jsonl(data, river_rows(40))
     out = tmp_path / "out"
     cmd = [
         sys.executable, "-m", "axolotl_sealong.cli.main", "label", "--data", str(data),
@@ -218,7 +206,7 @@ def test_an_adapter_is_served_as_a_lora_module(tmp_path):
 
 
 def test_axolotl_preprocess_starts_the_server_and_train_reuses_the_rows(tmp_path):
-    path = _recipe(
+    path = e2e_recipe(
         tmp_path,
         MODEL,
         "orpo",

@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+from builders import question_rows
 
 pytest.importorskip("vllm")
 
@@ -142,14 +143,7 @@ def test_completions_api_with_local_chat_template(model_dir, server):
 
 
 def test_pipeline_with_the_openai_engine(model_dir, server, tmp_path):
-    rows = [
-        {
-            "context": f"Passage 1:\nThe capital of Zorvan{i} is Kel{i}.",
-            "question": f"What is the capital of Zorvan{i}?",
-            "answers": [f"Kel{i}"],
-        }
-        for i in range(3)
-    ]
+    rows = question_rows(3)
     cfg = LabelConfig(
         model=model_dir,
         sampler="openai",

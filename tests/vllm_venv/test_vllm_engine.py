@@ -7,6 +7,7 @@ there every test here is skipped; scripts/test.sh runs them in .venv-vllm.
 from __future__ import annotations
 
 import pytest
+from builders import question_rows
 
 pytest.importorskip("vllm")
 
@@ -83,14 +84,7 @@ def test_prompt_over_max_model_len_is_refused(engine):
 
 
 def test_pipeline_end_to_end_and_resume(engine, model_dir, tmp_path):
-    rows = [
-        {
-            "context": f"Passage 1:\nThe capital of Zorvan{i} is Kel{i}.",
-            "question": f"What is the capital of Zorvan{i}?",
-            "answers": [f"Kel{i}"],
-        }
-        for i in range(3)
-    ]
+    rows = question_rows(3)
     cfg = LabelConfig(
         model=model_dir,
         sampler="vllm",
