@@ -11,44 +11,47 @@ from pathlib import Path
 import pytest
 
 from axolotl_sealong.demo import report as demo_report, run as demo
-from axolotl_sealong.demo.run import DemoSettings, Stages
+from axolotl_sealong.demo.run import DEMO_STAGES, DataRecord, DemoSettings, Stages
+from axolotl_sealong.iterate import plots, stats
+from axolotl_sealong.iterate.records import ModelRecord, ScoreDistribution
 
 
 # --------------------------------------------------------------------------- #
 # Bootstrap intervals
 # --------------------------------------------------------------------------- #
 def test_bootstrap_ci_brackets_the_mean_and_narrows_with_n() -> None:
-    assert demo_report.bootstrap_ci([1.0] * 20) == (1.0, 1.0)
+    assert stats.bootstrap_ci([1.0] * 20) == (1.0, 1.0)
     small = [1.0] * 3 + [0.0] * 7
     big = small * 10
-    lo_s, hi_s = demo_report.bootstrap_ci(small, samples=2000)
-    lo_b, hi_b = demo_report.bootstrap_ci(big, samples=2000)
+    lo_s, hi_s = stats.bootstrap_ci(small, samples=2000)
+    lo_b, hi_b = stats.bootstrap_ci(big, samples=2000)
     assert lo_s < 0.3 < hi_s and lo_b < 0.3 < hi_b
     assert hi_b - lo_b < (hi_s - lo_s) / 2  # sqrt(10) narrower, roughly
     # binomial standard error at p=0.3, n=100 is 0.046: the interval is about +-0.09
     assert 0.15 < hi_b - lo_b < 0.22
     with pytest.raises(ValueError, match="at least one"):
-        demo_report.bootstrap_ci([])
+        stats.bootstrap_ci([])
 
 
 def test_paired_gain_is_significant_only_when_it_should_be() -> None:
     before = [0.0] * 50 + [1.0] * 50
-    same = demo_report.gain_summary(before, list(before))
+    same = stats.gain_summary(before, list(before))
     assert same == {"gain": 0.0, "gain_ci95": [0.0, 0.0], "significant": False}
     # 15 of 100 questions flip from wrong to right, none the other way
     better = [1.0] * 15 + [0.0] * 35 + [1.0] * 50
-    up = demo_report.gain_summary(before, better)
+    up = stats.gain_summary(before, better)
     assert up["gain"] == 15.0 and up["significant"] and up["gain_ci95"][0] > 0
     # 10 flip each way: no net gain, an interval around zero
     mixed = [1.0] * 10 + [0.0] * 40 + [0.0] * 10 + [1.0] * 40
-    flat = demo_report.gain_summary(before, mixed)
+    flat = stats.gain_summary(before, mixed)
     assert flat["gain"] == 0.0 and not flat["significant"]
     assert flat["gain_ci95"][0] < 0 < flat["gain_ci95"][1]
     with pytest.raises(ValueError, match="one score per question"):
-        demo_report.gain_summary([1.0], [1.0, 0.0])
+        stats.gain_summary([1.0], [1.0, 0.0])
 
 
 def test_report_markdown_and_plots(tmp_path: Path) -> None:
+    """The demo's report.md: its own header on iterate's tables and plots."""
     evals = [
         {"label": "before", "subem": 20.0, "ci95": [12.0, 28.0], "n": 100,
          "output_tokens": 30.0},
@@ -73,8 +76,10 @@ def test_report_markdown_and_plots(tmp_path: Path) -> None:
         "machine": "test",
         "finished": "now",
         "model": "m",
+        "dtype": {"sampling": "float32", "eval_and_train": "bfloat16"},
         "n_eval": 100,
         "evals": evals,
+        "tasks": {"sealong_synth": evals},
         "rounds": rounds,
         "before": 20.0,
         "after": 30.0,
@@ -86,11 +91,14 @@ def test_report_markdown_and_plots(tmp_path: Path) -> None:
     text = demo_report.render_markdown(report)
     assert "| round 1 | 30.0 | 21.0-39.0 | +10.0 | [+3.0, +17.0] |  |  | 25.0 |" in text
     assert "excludes zero" in text and "| 1 | base model | 40.0 | 25.0 |" in text
-    for fn, name in (
-        (demo_report.plot_before_after, "ba.png"),
-        (demo_report.plot_scores, "s.png"),
+    assert text.startswith("# SEALONG demo report\n")
+    assert "Model: m, sampled in float32, evaluated and trained in bfloat16." in text
+    assert "held-out eval split (disjoint entity names, seed 2)" in text
+    dist = ScoreDistribution(all=[0.5, 0.6, 0.7, 0.9], chosen=[0.9], rejected=[0.5])
+    for path in (
+        plots.plot_before_after(evals, tmp_path / "ba.png"),
+        plots.plot_scores({1: dist}, tmp_path / "s.png"),
     ):
-        path = fn(evals if name == "ba.png" else rounds, tmp_path / name)
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -131,15 +139,16 @@ def test_dtype_reaches_lm_eval_and_axolotl(tmp_path: Path) -> None:
 
 def test_stages_resume_and_refuse_other_settings(tmp_path: Path) -> None:
     calls: list[str] = []
-    stages = Stages(tmp_path, DemoSettings(), fresh=False)
-    assert stages.run("a", lambda: calls.append("a") or {"x": 1}) == {"x": 1}
-    again = Stages(tmp_path, DemoSettings(), fresh=False)
-    assert again.run("a", lambda: calls.append("a2") or {"x": 2}) == {"x": 1}
+    one, two = ModelRecord(model="1"), ModelRecord(model="2")
+    stages = Stages(tmp_path, DemoSettings(), fresh=False, kinds=DEMO_STAGES)
+    assert stages.run("model", lambda: calls.append("a") or one) == one
+    again = Stages(tmp_path, DemoSettings(), fresh=False, kinds=DEMO_STAGES)
+    assert again.run("model", lambda: calls.append("a2") or two) == one
     assert calls == ["a"]  # the finished stage was not run again
     with pytest.raises(ValueError, match=r"num_train \(128 -> 8\).*--fresh"):
-        Stages(tmp_path, DemoSettings(num_train=8), fresh=False)
-    fresh = Stages(tmp_path, DemoSettings(num_train=8), fresh=True)
-    assert fresh.state["stages"] == {}
+        Stages(tmp_path, DemoSettings(num_train=8), fresh=False, kinds=DEMO_STAGES)
+    fresh = Stages(tmp_path, DemoSettings(num_train=8), fresh=True, kinds=DEMO_STAGES)
+    assert list(fresh) == []
 
 
 def test_converted_model_is_keyed_by_content_not_install(tmp_path: Path) -> None:
@@ -173,14 +182,14 @@ def test_held_out_questions_come_from_their_own_split_and_seed(tmp_path: Path) -
     model = smollm2_dir()
     s = DemoSettings(num_train=4, num_eval=10, min_tokens=128, max_tokens=200)
 
-    def build(name: str, **change: object) -> tuple[list, list, dict]:
+    def build(name: str, **change: object) -> tuple[list, list, DataRecord]:
         made = demo.build_data(
             tmp_path / name, demo.dataclasses.replace(s, **change), model
         )
-        return read_rows(made["train"]["path"]), read_rows(made["eval"]["path"]), made
+        return read_rows(made.train.path), read_rows(made.eval.path), made
 
     train, held, made = build("default")
-    assert made["eval"]["split"] == "eval" and len(held) == 10
+    assert made.eval.split == "eval" and len(held) == 10 == made.eval.rows
     assert {r["id"] for r in held}.isdisjoint(r["id"] for r in train)
     # another eval seed: other held-out questions, the same training questions
     train2, held2, _ = build("seed3", eval_seed=3)
@@ -188,7 +197,7 @@ def test_held_out_questions_come_from_their_own_split_and_seed(tmp_path: Path) -
     assert [r["question"] for r in held2] != [r["question"] for r in held]
     # dev: the training split's names, the eval seed's questions
     _, dev, made = build("dev", eval_split="dev")
-    assert made["eval"]["split"] == "train"
+    assert made.eval.split == "train"
     assert {r["question"] for r in dev}.isdisjoint(r["question"] for r in train)
 
 

@@ -12,7 +12,10 @@ the parent packages of a target are edges too, except those the importer sits in
   nothing of the package; ``sampling`` and ``embedding`` import only
   ``common`` (and not each other); ``core`` imports those three, nothing of
   ``data``; ``data`` nothing above ``core``; ``integrations`` nothing from
-  ``cli``, ``demo`` or ``bench``; ``demo`` and ``bench`` nothing from ``cli``.
+  ``iterate``, ``cli``, ``demo`` or ``bench``; ``iterate`` (``sealong
+  iterate``) nothing from ``cli``, ``demo`` or ``bench``; ``demo`` (which runs
+  iterate's rounds) and ``bench`` nothing from ``cli``. Every subpackage has
+  a rule (``cli``, the top, may import anything).
 - The engines import from ``sampling`` only the interface (``base``), the
   engine registry (``registry``), the vLLM options (``options``), the server
   settings (``server_args``), the GPU environment (``cuda_env``), the
@@ -27,6 +30,9 @@ the parent packages of a target are edges too, except those the importer sits in
 - ``common`` and ``core`` import no torch, transformers, axolotl, vLLM, TRL,
   peft, sentence-transformers or lm-eval at module level: read from the source,
   and checked by importing each of their modules in a fresh interpreter.
+- The labeling pipeline's file names (``core.pipeline.SFT_FILE``, ...) are
+  written once: no other module spells ``scored.jsonl`` and the like as a
+  string of code (prose in docstrings and comments may name them).
 """
 
 from __future__ import annotations
@@ -43,17 +49,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "axolotl_sealong"
-TOP = {"integrations", "cli", "demo", "bench"}
+TOP = {"integrations", "iterate", "cli", "demo", "bench"}
 FORBIDDEN = {
     "common": {"core", "sampling", "embedding", "data", *TOP},
     "sampling": {"core", "embedding", "data", *TOP},
     "embedding": {"core", "sampling", "data", *TOP},
     "core": {"data", *TOP},
     "data": TOP,
-    "integrations": {"cli", "demo", "bench"},
+    "integrations": {"iterate", "cli", "demo", "bench"},
+    "iterate": {"cli", "demo", "bench"},
     "demo": {"cli"},
     "bench": {"cli"},
 }
+# The pipeline's output files (core/pipeline.py names them once).
+PIPELINE = f"{PACKAGE}.core.pipeline"
+FILE_CONSTANTS = ("SFT_FILE", "PREFERENCE_FILE", "SCORED_FILE", "DIAGNOSTICS_FILE")
 ENGINES = ("hf", "vllm", "openai", "server")
 # what every engine may import of sampling; these import no other sampling module
 ENGINE_MAY_IMPORT = {
@@ -238,7 +248,66 @@ def test_no_import_circle():
 
 
 def test_subpackages_import_only_downward():
+    subpackages = {p.parent.name for p in (ROOT / PACKAGE).glob("*/__init__.py")}
+    assert set(FORBIDDEN) | {"cli"} == subpackages  # a new subpackage needs a rule
     assert layer_violations(import_graph(ROOT, PACKAGE)) == []
+
+
+def pipeline_file_names(root: Path, package: str) -> set[str]:
+    """The values of the pipeline's file-name constants, read from its source."""
+    tree = ast.parse(
+        module_names(root, package)[f"{package}.core.pipeline"].read_text()
+    )
+    return {
+        node.value.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and any(
+            isinstance(t, ast.Name) and t.id in FILE_CONSTANTS for t in node.targets
+        )
+    }
+
+
+def file_name_literals(root: Path, package: str) -> list[str]:
+    """``module: 'text'`` for each string of code outside the pipeline that spells
+    one of its file names (alone, or ending a path or a glob); docstrings are
+    prose and left out."""
+    names = pipeline_file_names(root, package)
+    bad = []
+    for module, path in module_names(root, package).items():
+        if module == f"{package}.core.pipeline":
+            continue
+        tree = ast.parse(path.read_text())
+        docs = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(
+                node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+            )
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docs
+                and any(
+                    node.value == n or node.value.endswith(("/" + n, "*" + n))
+                    for n in names
+                )
+            ):
+                bad.append(f"{module}: {node.value!r}")
+    return bad
+
+
+def test_pipeline_file_names_are_written_once():
+    assert pipeline_file_names(ROOT, PACKAGE) == {
+        "sft.jsonl", "preference.jsonl", "scored.jsonl", "diagnostics.json"
+    }  # fmt: skip
+    assert file_name_literals(ROOT, PACKAGE) == []
 
 
 def test_engines_import_only_the_sampling_interface():
@@ -357,6 +426,10 @@ def test_checker_follows_parent_packages_but_not_the_importers_own(tmp_path):
         ("common/x.py", "from axolotl_sealong.core import ok\n", "layer"),
         ("sampling/hf.py", "from axolotl_sealong.core.ok import f\n", "layer"),
         ("core/w.py", "from axolotl_sealong.data import rows\n", "layer"),
+        ("iterate/x.py", "from axolotl_sealong.demo import run\n", "layer"),
+        ("iterate/x.py", "def f():\n    import axolotl_sealong.cli.main\n", "layer"),
+        ("integrations/x.py", "from axolotl_sealong.iterate import loop\n", "layer"),
+        ("core/v.py", "from axolotl_sealong.iterate.loop import f\n", "layer"),
         ("sampling/hf.py", "from axolotl_sealong.sampling import factory\n", "engine"),
         ("sampling/base.py", "from axolotl_sealong.sampling.hf import X\n", "engine"),
         ("sampling/hf_cpu.py", "from axolotl_sealong.sampling import hf\n", "engine"),
@@ -385,6 +458,7 @@ def test_each_rule_catches_a_bad_import(tmp_path, module, line, rule):
         f"{PACKAGE}/data/rows.py": "",
         f"{PACKAGE}/cli/main.py": "",
         f"{PACKAGE}/demo/run.py": "",
+        f"{PACKAGE}/iterate/loop.py": "",
         f"{PACKAGE}/sampling/factory.py": "",
         f"{PACKAGE}/sampling/hf.py": "from axolotl_sealong.sampling import hf_cpu\n",
         f"{PACKAGE}/sampling/hf_cpu.py": "from axolotl_sealong.sampling import base\n",
@@ -408,3 +482,25 @@ def test_each_rule_catches_a_bad_import(tmp_path, module, line, rule):
         "heavy": heavy_imports(tmp_path, PACKAGE, "core"),
     }
     assert found[rule], f"{rule} rule missed {line!r} in {module}"
+
+
+def test_file_name_checker_finds_a_literal_but_not_prose(tmp_path):
+    _write(
+        tmp_path,
+        {
+            f"{PACKAGE}/__init__.py": "",
+            f"{PACKAGE}/core/__init__.py": "",
+            f"{PACKAGE}/core/pipeline.py": 'SCORED_FILE = "scored.jsonl"\nX = "y"\n',
+            f"{PACKAGE}/a.py": '"""Reads scored.jsonl."""\n# scored.jsonl\n'
+            'def f():\n    """scored.jsonl"""\n    return "the scored.jsonl rows"\n',
+        },
+    )
+    assert pipeline_file_names(tmp_path, PACKAGE) == {"scored.jsonl"}
+    assert file_name_literals(tmp_path, PACKAGE) == []
+    for line in (
+        'P = "scored.jsonl"\n',
+        'G = "*/scored.jsonl"\n',
+        'def f(d):\n    return f"{d}/scored.jsonl"\n',
+    ):
+        _write(tmp_path, {f"{PACKAGE}/b.py": line})
+        assert file_name_literals(tmp_path, PACKAGE), f"missed {line!r}"

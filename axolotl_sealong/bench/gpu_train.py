@@ -307,7 +307,9 @@ def _tail(path: Path, chars: int = 4000) -> str:
 
 
 def _labels_counts(run: Path) -> dict[str, Any] | None:
-    found = sorted((run / "labels").glob("*/diagnostics.json"))
+    from axolotl_sealong.core.pipeline import DIAGNOSTICS_FILE
+
+    found = sorted((run / "labels").glob(f"*/{DIAGNOSTICS_FILE}"))
     if not found:
         return None
     return dict(json.loads(found[-1].read_text())["counts"])

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +18,34 @@ HELP = (
 
 
 def add_policy_flags(parser: argparse.ArgumentParser, defaults: Any) -> None:
-    """One flag per :class:`~axolotl_sealong.demo.iterate.RoundPolicy` field."""
-    from axolotl_sealong.demo.iterate import POLICY_HELP, RoundPolicy
+    """One flag per :class:`~axolotl_sealong.iterate.policy.RoundPolicy` field.
+
+    The field's description is the help; ``defaults`` (a RoundPolicy) gives the
+    defaults. A bool is ``--x / --no-x``; a choice shows its values but is
+    checked by the policy, whose error names the flag, the value and the fix.
+    """
+    from axolotl_sealong.iterate.policy import RoundPolicy, choices, flag
 
     group = parser.add_argument_group("round policies")
-    for field in dataclasses.fields(RoundPolicy):
-        value = getattr(defaults, field.name)
-        flag = "--" + field.name.replace("_", "-")
-        text = f"{POLICY_HELP[field.name]} (default: {value})"
-        if isinstance(value, bool):  # --x / --no-x: bool("False") is True
+    for name, field in RoundPolicy.model_fields.items():
+        value = getattr(defaults, name)
+        text = f"{field.description} (default: {value})"
+        if field.annotation is bool:  # --x / --no-x: bool("False") is True
             group.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=value, help=text
+                flag(name),
+                action=argparse.BooleanOptionalAction,
+                default=value,
+                help=text,
             )
-        else:
-            group.add_argument(flag, type=type(value), default=value, help=text)
+            continue
+        values = choices(name)
+        group.add_argument(
+            flag(name),
+            type=type(values[0]) if values else typing.cast(Any, field.annotation),
+            default=value,
+            metavar="{" + ",".join(values) + "}" if values else None,
+            help=text,
+        )
 
 
 def print_stop(report: dict[str, Any]) -> None:
@@ -45,10 +59,10 @@ def print_stop(report: dict[str, Any]) -> None:
 
 
 def policy_from_args(args: argparse.Namespace) -> Any:
-    from axolotl_sealong.demo.iterate import RoundPolicy
+    from axolotl_sealong.iterate.policy import RoundPolicy
 
     return RoundPolicy(
-        **{f.name: getattr(args, f.name) for f in dataclasses.fields(RoundPolicy)}
+        **{name: getattr(args, name) for name in RoundPolicy.model_fields}
     )
 
 
@@ -75,7 +89,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from axolotl_sealong.demo.iterate import RoundPolicy
+    from axolotl_sealong.iterate.policy import RoundPolicy
 
     parser = subparsers.add_parser("iterate", help=HELP, description=HELP)
     parser.add_argument(
@@ -128,7 +142,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from axolotl_sealong.demo.iterate import EvalSettings, run_iterate
+    from axolotl_sealong.iterate.commands import EvalSettings
+    from axolotl_sealong.iterate.run import run_iterate
 
     evals = EvalSettings(
         tasks=tuple(t.strip() for t in args.eval_tasks.split(",") if t.strip()),

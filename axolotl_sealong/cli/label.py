@@ -142,15 +142,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
+    from axolotl_sealong.core.pipeline import (
+        DIAGNOSTICS_FILE,
+        PREFERENCE_FILE,
+        SCORED_FILE,
+        SFT_FILE,
+    )
+
     parser = sub.add_parser(
         "label",
         help="sample, MBR-score and write SFT / preference rows",
         description=(
             "Self-label long-context questions: N samples per question from the "
             "model itself, Minimum Bayes Risk scores, chosen = consensus, rejected "
-            "= a low-scoring sample. Writes sft.jsonl, preference.jsonl, "
-            "scored.jsonl and diagnostics.json to --out. Samples are cached and a "
-            "killed run resumes where it stopped."
+            f"= a low-scoring sample. Writes {SFT_FILE}, {PREFERENCE_FILE}, "
+            f"{SCORED_FILE} and {DIAGNOSTICS_FILE} to --out. Samples are cached and "
+            "a killed run resumes where it stopped."
         ),
     )
     parser.add_argument("--data", help="questions: .jsonl, .json or .parquet")

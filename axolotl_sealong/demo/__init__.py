@@ -1,7 +1,7 @@
-"""The demo: ``run`` (``sealong demo``: label, train, evaluate the embedded
-model), ``iterate`` (rounds of it, ``sealong iterate``) and ``report`` (their
-tables and plots).
+"""``sealong demo``: the whole method on the embedded model, on a CPU, offline.
 
-It drives the core, the Axolotl plugin and lm-eval; nothing outside ``cli``
-imports it.
+``run`` builds the synthetic data and runs ``sealong iterate``'s rounds
+(:mod:`axolotl_sealong.iterate`) on the shipped CPU recipe; ``report`` is the
+demo's header on iterate's report. It may import ``iterate`` and the layers
+below; nothing outside ``cli`` imports it.
 """

