@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from axolotl_support import TINY_LORA_TRAINING
+from builders import ORPO, river_rows, training_recipe, write_jsonl
 
 from axolotl_sealong.core.diagnostics import label_free_signals, pairs_by_gap
 from axolotl_sealong.iterate import markdown, runs
@@ -146,50 +146,22 @@ def test_run_arguments_are_checked() -> None:
         check_run_args(2, "auto", "auto", Path("x"), 3)
 
 
-def _questions(path: Path, n: int) -> Path:
-    rows = [
-        {
-            "context": "\n".join(
-                f"Passage {j}:\nZorvan{i}-{j} lies on the river Kel{j}."
-                for j in range(4)
-            ),
-            "question": f"Which river does Zorvan{i}-2 lie on?",
-            "answers": ["Kel2"],
-        }
-        for i in range(n)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 def _recipe(tmp: Path, model: Path, n_questions: int = 8, **extra: Any) -> dict:
-    cfg = {
-        "base_model": str(model),
-        "plugins": ["axolotl_sealong.SeaLongPlugin"],
-        "datasets": [
-            {
-                "path": str(_questions(tmp / "questions.jsonl", n_questions)),
-                "ds_type": "json",
-                "split": "train",
-                "type": "axolotl_sealong.self_label",
-            }
-        ],
-        "sealong_num_samples": 3,
-        "sealong_max_new_tokens": 12,
-        "sealong_sampler": "hf",
-        "sealong_cache_dir": str(tmp / "samples"),
-        "chat_template": "tokenizer_default",
-        "sequence_len": 1024,
-        "rl": "orpo",
-        "orpo_alpha": 0.1,
-        "remove_unused_columns": False,
-        **TINY_LORA_TRAINING,
-        "dataset_num_proc": 1,
-        "save_safetensors": True,
-        "dataset_prepared_path": str(tmp / "ignored_prepared"),
-        "output_dir": str(tmp / "ignored_out"),
-    }
-    return cfg | extra
+    questions = write_jsonl(tmp / "questions.jsonl", river_rows(n_questions))
+    return (
+        training_recipe(
+            tmp,
+            model,
+            questions,
+            sealong_num_samples=3,
+            sealong_max_new_tokens=12,
+            sealong_sampler="hf",
+            **ORPO,
+            dataset_prepared_path=str(tmp / "ignored_prepared"),
+            output_dir=str(tmp / "ignored_out"),
+        )
+        | extra
+    )
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
