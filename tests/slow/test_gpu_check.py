@@ -13,11 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 # every test runs the script's model end to end in a subprocess (9-20 s each)
-pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # what the bare GPU machine does not have (torch, transformers, accelerate,
 # peft, sentence-transformers and their dependencies it has)
 ABSENT = ("pydantic", "axolotl", "vllm", "gguf", "lm_eval", "trl", "datasets")

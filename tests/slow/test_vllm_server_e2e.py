@@ -32,7 +32,7 @@ from axolotl_sealong.sampling import (
     server_process as sproc,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = Path(os.environ.get("SEALONG_VLLM_VENV", ROOT / ".venv-vllm")) / "bin"
 VLLM_PYTHON = VLLM_PYTHON / "python"
 AXOLOTL = Path(sys.executable).parent / "axolotl"
