@@ -41,6 +41,7 @@ from axolotl_sealong.sampling.hf_kernels import (
     sample_next,
     supports_shared_prefix,
 )
+from axolotl_sealong.sampling.options import read_settings
 from axolotl_sealong.sampling.registry import register_engine
 
 LOG = logging.getLogger(__name__)
@@ -420,7 +421,7 @@ HF_SETTINGS = {
 
 
 def _options(settings: Any, out_dir: Path | None) -> dict[str, Any]:
-    return {name: getattr(settings, key) for name, key in HF_SETTINGS.items()}
+    return read_settings(settings, HF_SETTINGS)
 
 
 @register_engine("hf", settings=tuple(HF_SETTINGS.values()), options=_options)

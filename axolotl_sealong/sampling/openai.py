@@ -34,7 +34,11 @@ from axolotl_sealong.sampling.base import (
     chat_token_ids,
     split_urls,
 )
-from axolotl_sealong.sampling.options import CLIENT_SETTINGS, client_options
+from axolotl_sealong.sampling.options import (
+    CLIENT_SETTINGS,
+    client_options,
+    read_settings,
+)
 from axolotl_sealong.sampling.registry import register_engine
 
 LOG = logging.getLogger(__name__)
@@ -429,7 +433,7 @@ OPENAI_SETTINGS = {
 def _options(settings: Any, out_dir: Path | None) -> dict[str, Any]:
     return {
         **client_options(settings),
-        **{name: getattr(settings, key) for name, key in OPENAI_SETTINGS.items()},
+        **read_settings(settings, OPENAI_SETTINGS),
     }
 
 

@@ -12,6 +12,7 @@ Nothing here imports anything heavy, nor anything else of ``sampling``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,13 +63,19 @@ class VLLMOptions:
     @classmethod
     def from_config(cls, cfg: Any) -> VLLMOptions:
         """The options a ``LabelConfig`` (or any object with its fields) sets."""
-        return cls(**{name: getattr(cfg, key) for name, key in VLLM_SETTINGS.items()})
+        return cls(**read_settings(cfg, VLLM_SETTINGS))
 
     def replace(self, **changes: Any) -> VLLMOptions:
         """A copy with ``changes`` (the plan's sizes, for example)."""
         return dataclasses.replace(self, **changes)
 
 
+def read_settings(cfg: Any, settings: Mapping[str, str]) -> dict[str, Any]:
+    """``{argument: value}`` from a ``{argument: LabelConfig setting}`` mapping:
+    how every engine turns the settings it declares into its arguments."""
+    return {name: getattr(cfg, key) for name, key in settings.items()}
+
+
 def client_options(cfg: Any) -> dict[str, Any]:
     """The HTTP client's arguments (``OpenAISampler``) that a ``LabelConfig`` sets."""
-    return {name: getattr(cfg, key) for name, key in CLIENT_SETTINGS.items()}
+    return read_settings(cfg, CLIENT_SETTINGS)

@@ -41,6 +41,7 @@ from axolotl_sealong.sampling.options import (
     VLLM_SETTINGS,
     VLLMOptions,
     client_options,
+    read_settings,
 )
 from axolotl_sealong.sampling.registry import register_engine
 from axolotl_sealong.sampling.server_args import parse_server_args
@@ -254,7 +255,7 @@ def _options(settings: Any, out_dir: Path | None) -> dict[str, Any]:
     return {
         "vllm": VLLMOptions.from_config(settings),
         **client_options(settings),
-        **{name: getattr(settings, key) for name, key in SERVER_SETTINGS.items()},
+        **read_settings(settings, SERVER_SETTINGS),
         "log_dir": out_dir,
     }
 
