@@ -37,7 +37,7 @@ HF=1
 TRAIN=1
 DRY=()
 HF_ARGS=()
-TRAIN_ARGS=(--budget-s 270)
+TRAIN_ARGS=()  # gpu_train's --budget-s default: 270
 WORKDIR=""
 while [ $# -gt 0 ]; do
     case "$1" in

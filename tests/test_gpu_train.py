@@ -10,6 +10,7 @@ and numba's stand-in.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
 import tarfile
@@ -74,6 +75,12 @@ def test_summary_times_steps_after_the_first_and_finds_an_oom():
     assert gpu_train._out_of_memory("Traceback\nValueError: no\n") is None
 
 
+def _record_hash(data: bytes) -> str:
+    """A RECORD row's hash, as pip writes it (PEP 376)."""
+    digest = hashlib.sha256(data).digest()
+    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
 def _wheel(folder: Path, dist: str, files: dict[str, bytes]) -> Path:
     """A minimal valid wheel with a RECORD listing its files."""
     info = f"{dist}-1.0.dist-info"
@@ -84,10 +91,7 @@ def _wheel(folder: Path, dist: str, files: dict[str, bytes]) -> Path:
         f"{info}/METADATA": meta.encode(),
         f"{info}/WHEEL": wheel.encode(),
     }
-    lines = [
-        f"{name},{wheels._record_hash(data)},{len(data)}"
-        for name, data in files.items()
-    ]
+    lines = [f"{name},{_record_hash(data)},{len(data)}" for name, data in files.items()]
     files[f"{info}/RECORD"] = ("\n".join([*lines, f"{info}/RECORD,,"]) + "\n").encode()
     path = folder / f"{dist}-1.0-py3-none-any.whl"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:

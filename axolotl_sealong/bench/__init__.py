@@ -6,6 +6,7 @@ with its reference JSONs), ``gpu_train`` (the GPU check's training stage: a real
 travel and installed offline) and ``tiny`` (a tokenizer built in process, for
 them and the tests).
 
-It imports the engines, the core and the Axolotl integration; inside the
-package only ``cli`` imports it (Axolotl loads ``train_probe`` as a plugin).
+It imports the engines, the core, the Axolotl integration and ``iterate``'s
+command lines; inside the package only ``cli`` imports it (Axolotl loads
+``train_probe`` as a plugin).
 """

@@ -49,6 +49,8 @@ from typing import Any
 
 import numpy as np
 
+from axolotl_sealong.bench.micro import WORDS
+from axolotl_sealong.common.rows import write_jsonl
 from axolotl_sealong.sampling.base import SampleRequest, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,16 +59,10 @@ PROBE_FILE = "sealong_train_probe.json"
 # numba's stand-in (scripts/gpu_standins/numba): see numba_standin_dir
 STANDINS = ROOT / "scripts" / "gpu_standins"
 ANSWER, OTHER = "Kel3", "Kel5"
-_WORDS = (
-    "the plan first find passage which states that city was founded by river "
-    "capital author born year company owner answer therefore so we know of in "
-    "second step third check compare both facts mentioned above president war "
-    "team won league built bridge married daughter son located north county"
-).split()
 
 
 def _words(rng: np.random.Generator, count: int) -> str:
-    return " ".join(rng.choice(_WORDS, size=count))
+    return " ".join(rng.choice(WORDS, size=count))
 
 
 def _cut(tokenizer: Any, text: str, tokens: int) -> str:
@@ -122,8 +118,7 @@ def write_questions(path: Path, count: int, context_words: int, seed: int) -> Pa
                 "answers": [ANSWER],
             }
         )
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_jsonl(path, rows)
 
 
 def flash_attn_importable() -> bool:
@@ -378,15 +373,9 @@ def run_length(
     row["presampled"] = presample_in_child(config, run, max_new_tokens - 16, env)
     row["presample_s"] = round(time.perf_counter() - t0, 1)
     log_path = run / "train.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "axolotl.cli.main",  # the `axolotl` console script's module
-        "train",
-        str(config),
-        "--launcher",
-        "python",
-    ]
+    from axolotl_sealong.iterate.commands import axolotl_cmd
+
+    cmd = axolotl_cmd("train", config)  # python -m axolotl.cli.main, one process
     say(f"axolotl train at sequence_len {sequence_len} (log: {log_path})")
     t1 = time.perf_counter()
     with log_path.open("w") as log:
@@ -521,13 +510,12 @@ def run_train_stage(
 
         if not torch.cuda.is_available():
             raise ValueError("no CUDA device here: use --dry-run for the CPU check")
-    attention = (
-        "flash_attention_2" if not dry_run and flash_attn_importable() else "sdpa"
-    )
+    flash = flash_attn_importable()
+    attention = "flash_attention_2" if not dry_run and flash else "sdpa"
     standin = numba_standin_dir()
     out.update(
         attention_requested=attention,
-        flash_attn_importable=flash_attn_importable(),
+        flash_attn_importable=flash,
         numba="stand-in (absent; scripts/gpu_standins)" if standin else "installed",
         lora_r=16 if dry_run else 128,
         max_new_tokens=64 if dry_run else 1024,

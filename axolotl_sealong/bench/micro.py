@@ -12,7 +12,8 @@ import numpy as np
 
 from axolotl_sealong.common.models import EMBEDDED_EMBEDDER
 
-_WORDS = (
+# reasoning-like filler words (also the GPU training check's synthetic rows)
+WORDS = (
     "the plan first find passage which states that city was founded by river "
     "capital author born year company owner answer therefore so we know of in "
     "second step third check compare both facts mentioned above president war "
@@ -27,13 +28,13 @@ def synthetic_outputs(
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(questions):
-        base = rng.choice(_WORDS, size=words)
+        base = rng.choice(WORDS, size=words)
         group = []
         for _ in range(samples):
             text = base.copy()
             flips = rng.random(words) < 0.3
-            text[flips] = rng.choice(_WORDS, size=int(flips.sum()))
-            group.append(" ".join(text) + f". The answer is {rng.choice(_WORDS)}.")
+            text[flips] = rng.choice(WORDS, size=int(flips.sum()))
+            group.append(" ".join(text) + f". The answer is {rng.choice(WORDS)}.")
         out.append(group)
     return out
 
@@ -108,7 +109,7 @@ def _prompt_of(tokenizer: Any, tokens: int, seed: int) -> str:
     from axolotl_sealong.sampling.base import chat_token_ids
 
     rng = np.random.default_rng(seed)
-    words = " ".join(rng.choice(_WORDS, size=tokens * 2))
+    words = " ".join(rng.choice(WORDS, size=tokens * 2))
     question = "\nQuestion: who founded the city? Think step by step."
     overhead = len(chat_token_ids(tokenizer, question))
     ids = tokenizer(words, add_special_tokens=False)["input_ids"]

@@ -17,7 +17,6 @@ import atexit
 import json
 import logging
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from axolotl.integrations.base import BasePlugin
 from transformers import TrainerCallback
 
 from axolotl_sealong.bench.gpu_train import PROBE_FILE
+from axolotl_sealong.bench.wheels import installed_version
 
 LOG = logging.getLogger("axolotl_sealong")
 VERSIONS = (
@@ -45,13 +45,7 @@ GIB = 2**30
 
 def package_versions() -> dict[str, str | None]:
     """Installed versions (None: not installed, e.g. numba's stand-in)."""
-    out: dict[str, str | None] = {}
-    for name in VERSIONS:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return {name: installed_version(name) for name in VERSIONS}
 
 
 def _cuda() -> Any:

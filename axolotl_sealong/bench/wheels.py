@@ -23,7 +23,6 @@ before anything is installed.
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
 import hashlib
 import io
@@ -59,33 +58,28 @@ def dist_name(wheel: str) -> str:
     return re.sub(r"[-_.]+", "-", Path(wheel).name.split("-")[0]).lower()
 
 
-def _record_hash(data: bytes) -> str:
-    digest = hashlib.sha256(data).digest()
-    return "sha256=" + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
 def restore_wheel(src: Path, dst: Path, drop: str | None = None) -> list[str]:
     """``src`` rewritten uncompressed into ``dst``, less files matching ``drop``.
 
     Returns the dropped names; RECORD is rewritten without them.
     """
     pattern = re.compile(drop) if drop else None
-    dropped: list[str] = []
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         infos = zin.infolist()
         record = next(
             (i for i in infos if i.filename.endswith(".dist-info/RECORD")), None
         )
+        dropped = [
+            i.filename for i in infos if pattern and pattern.fullmatch(i.filename)
+        ]
+        skip = set(dropped)
         for info in infos:
-            if pattern and pattern.fullmatch(info.filename):
-                dropped.append(info.filename)
-        for info in infos:
-            if info.filename in dropped:
+            if info.filename in skip:
                 continue
             data = zin.read(info)
-            if info is record and dropped:
+            if info is record and skip:
                 rows = csv.reader(io.StringIO(data.decode()))
-                kept = [r for r in rows if r and r[0] not in dropped]
+                kept = [r for r in rows if r and r[0] not in skip]
                 buf = io.StringIO()
                 csv.writer(buf, lineterminator="\n").writerows(kept)
                 data = buf.getvalue().encode()
@@ -129,7 +123,8 @@ def pack(wheel_dir: Path, archive: Path) -> dict[str, Any]:
     return manifest
 
 
-def _installed(dist: str) -> str | None:
+def installed_version(dist: str) -> str | None:
+    """``dist``'s installed version, or None when it is not installed."""
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -180,7 +175,7 @@ def install(archive: Path, target: Path) -> dict[str, Any]:
         wheels = sorted(Path(tmp).glob("*.whl"))
         todo, present = [], {}
         for wheel in wheels:
-            have = _installed(dist_name(wheel.name))
+            have = installed_version(dist_name(wheel.name))
             if have is None:
                 todo.append(wheel)
             else:
