@@ -54,7 +54,7 @@ def test_every_declared_setting_exists_and_every_engine_setting_is_declared():
     fields = set(LabelConfig.model_fields)
     declared = set().union(*(ENGINES.get(name).settings for name in ENGINES))
     assert declared <= fields, declared - fields
-    assert set(MODEL_SETTINGS) <= fields
+    assert set(MODEL_SETTINGS.values()) <= fields
     engine_fields = {f for f in fields if f.startswith(("hf_", "vllm_", "openai_"))}
     assert engine_fields <= declared, engine_fields - declared
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from axolotl_sealong.sampling.base import Sampler, vllm_importable
-from axolotl_sealong.sampling.registry import ENGINES, EngineSettings
+from axolotl_sealong.sampling.options import read_settings
+from axolotl_sealong.sampling.registry import ENGINES, MODEL_SETTINGS, EngineSettings
 
 # The built-in engines: importing an engine's module registers it. The order
 # is the registry's, the order in which errors and docs list the engines.
@@ -101,11 +102,6 @@ def sampler_from_config(cfg: Any, log_dir: Path | str | None = None) -> Sampler:
     out_dir = Path(log_dir) if log_dir is not None else None
     return make_sampler(
         name,
-        cfg.model,
-        revision=cfg.model_revision,
-        adapter=cfg.adapter,
-        dtype=cfg.dtype,
-        device=cfg.device,
-        max_model_len=cfg.max_model_len,
+        **read_settings(cfg, MODEL_SETTINGS),
         **engine.options(EngineSettings(cfg, engine), out_dir),
     )

@@ -38,15 +38,27 @@ OpenFn = Callable[..., Any]
 OptionsFn = Callable[[Any, Path | None], dict[str, Any]]
 F = TypeVar("F", bound=OpenFn)
 
-# The LabelConfig settings the factory reads for every engine (open's arguments).
-MODEL_SETTINGS = (
-    "model",
-    "model_revision",
-    "adapter",
-    "dtype",
-    "device",
-    "max_model_len",
-)
+# open's arguments that every engine gets -> the LabelConfig setting each is
+# read from (the factory reads them; an engine's own options come on top)
+MODEL_SETTINGS: dict[str, str] = {
+    "model": "model",
+    "revision": "model_revision",
+    "adapter": "adapter",
+    "dtype": "dtype",
+    "device": "device",
+    "max_model_len": "max_model_len",
+}
+
+
+def check_device_unset(engine: str, device: str | None) -> None:
+    """For an engine that places the model itself (vLLM in process, the
+    managed server): ``device`` may only name the kind of machine."""
+    if device not in (None, "cuda", "cpu"):
+        raise ValueError(
+            f"device {device!r} (sealong_device / --device): the {engine} engine "
+            "places the model itself, on the GPUs it sees: unset it (or use cpu / "
+            "cuda)"
+        )
 
 
 def _no_options(settings: Any, out_dir: Path | None) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from axolotl_sealong.sampling.options import (
     client_options,
     read_settings,
 )
-from axolotl_sealong.sampling.registry import register_engine
+from axolotl_sealong.sampling.registry import check_device_unset, register_engine
 from axolotl_sealong.sampling.server_args import parse_server_args
 from axolotl_sealong.sampling.server_command import (
     ADAPTER_NAME,
@@ -274,10 +274,5 @@ def open_vllm_server(
 ) -> VLLMServerSampler:
     """The factory's way in: the server places the model itself, so
     ``device`` is only checked."""
-    if device not in (None, "cuda", "cpu"):
-        raise ValueError(
-            f"device {device!r} (sealong_device / --device): the vllm_server "
-            "engine places the model itself, on the GPUs it sees: unset it (or "
-            "use cpu / cuda)"
-        )
+    check_device_unset("vllm_server", device)
     return VLLMServerSampler(model, **kwargs)

@@ -39,7 +39,7 @@ from axolotl_sealong.sampling.cuda_env import (
 )
 from axolotl_sealong.sampling.options import VLLM_SETTINGS, VLLMOptions
 from axolotl_sealong.sampling.parallel import model_shape, plan_parallel
-from axolotl_sealong.sampling.registry import register_engine
+from axolotl_sealong.sampling.registry import check_device_unset, register_engine
 
 LOG = logging.getLogger(__name__)
 
@@ -320,9 +320,5 @@ def _options(settings: Any, out_dir: Path | None) -> dict[str, Any]:
 def open_vllm(model: str, *, device: str | None = None, **kwargs: Any) -> VLLMSampler:
     """The factory's way in: vLLM places the model itself, so ``device`` is
     only checked."""
-    if device not in (None, "cuda", "cpu"):
-        raise ValueError(
-            f"device {device!r} (sealong_device / --device): the vllm engine places "
-            "the model itself, on the GPUs it sees: unset it (or use cpu / cuda)"
-        )
+    check_device_unset("vllm", device)
     return VLLMSampler(model, **kwargs)
