@@ -566,7 +566,6 @@ def test_report_shows_rounds_vs_previous_signals_and_probes(tmp_path: Path) -> N
         rounds=[*rounds, stopped],
         stages=stages,
         command="sealong iterate ...",
-        settings={"x": 1},
         extra={"recipe_path": "r.yml", "base_model": "m"},
     )
     assert [e["subem"] for e in report["evals"]] == [20.0, 30.0, 40.0]

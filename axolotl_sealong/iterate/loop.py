@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,6 @@ from axolotl_sealong.iterate.state import Stages
 LOG = logging.getLogger(__name__)
 
 ADAPTERS = ("lora", "qlora")
-SELF_LABEL = "axolotl_sealong.self_label"
 
 
 @dataclass
@@ -66,14 +65,6 @@ def read_pool(recipe: dict[str, Any]) -> list[dict[str, Any]]:
     from axolotl_sealong.integrations.axolotl.plugin import _read_questions
 
     return _read_questions(DictDefault(recipe))
-
-
-def write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    from axolotl_sealong.common.rows import write_jsonl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_jsonl(path, rows)
-    return path
 
 
 def dataset_entry(path: Path, kind: str) -> dict[str, Any]:
@@ -100,7 +91,6 @@ class Iteration:
         merge_dtype: str = "auto",
         launcher: str = "auto",
         resume_hint: str = "the same command",
-        seed: int = 0,
     ) -> None:
         from axolotl_sealong.common.models import resolve_model
         from axolotl_sealong.integrations.axolotl.plugin import training_mode
@@ -115,7 +105,6 @@ class Iteration:
         self.merge_dtype = merge_dtype
         self.launcher = launcher
         self.resume_hint = resume_hint
-        self.seed = seed
         self.base = Path(resolve_model(str(recipe["base_model"])))
         self.mode = training_mode(recipe)
         self.lora = recipe.get("adapter") in ADAPTERS
@@ -182,6 +171,8 @@ class Iteration:
     # -- one round -------------------------------------------------------- #
     def questions(self, r: int) -> QuestionsRecord:
         """Round r's questions: a fresh slice of the pool, or the recipe's own."""
+        from axolotl_sealong.common.rows import write_rows
+
         k = self.policy.questions_per_round
         if not k:
             return QuestionsRecord(fresh=False)
@@ -191,7 +182,7 @@ class Iteration:
                 f"round {r} needs questions {(r - 1) * k}-{r * k - 1} of the pool, "
                 f"which has {len(self.pool_rows(k * r))}"
             )
-        path = write_rows(self.rdir(r) / "questions.jsonl", rows)
+        path = write_rows(rows, self.rdir(r) / "questions.jsonl")
         LOG.info(
             "round %d: fresh questions %d-%d of the pool (%d) -> %s",
             r,
@@ -204,7 +195,10 @@ class Iteration:
 
     def round_config(self, r: int, **over: Any) -> dict[str, Any]:
         """The recipe as round r runs it (sampling and training models, data)."""
-        from axolotl_sealong.integrations.axolotl.args import self_label_entries
+        from axolotl_sealong.integrations.axolotl.args import (
+            STRATEGY,
+            self_label_entries,
+        )
 
         cfg = dict(self.recipe)
         prev = self.model_of(r - 1)
@@ -223,8 +217,9 @@ class Iteration:
         q = self.stages.done(f"questions_{r}", QuestionsRecord)
         datasets = list(cfg.get("datasets") or [])
         if q is not None and q.fresh:
-            keep = [d for d in datasets if d not in self_label_entries(cfg)]
-            datasets = [dataset_entry(Path(str(q.path)), SELF_LABEL), *keep]
+            entries = self_label_entries(cfg)
+            keep = [d for d in datasets if d not in entries]
+            datasets = [dataset_entry(Path(str(q.path)), STRATEGY), *keep]
         if self.policy.train_from == "base":
             datasets += [
                 dataset_entry(Path(f), self.row_type) for f in self.union_paths(r)
@@ -292,11 +287,15 @@ class Iteration:
             )
         return UnionRecord(file=str(path), own_rows=own, budget=budget, **stats)
 
-    def write_config(self, r: int, name: str, **over: Any) -> Path:
+    def write_config(
+        self, r: int, name: str, **over: Any
+    ) -> tuple[Path, dict[str, Any]]:
+        """Write round r's config (``round_config(r, **over)``): its path and it."""
         path = self.rdir(r) / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(self.round_config(r, **over), sort_keys=False))
-        return path
+        cfg = self.round_config(r, **over)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        return path, cfg
 
     def guard(self, r: int) -> GuardRecord:
         """Diversity guard: probe the round's first questions, raise T if they agree."""
@@ -340,16 +339,21 @@ class Iteration:
 
     def label(self, r: int, temperature: float) -> LabelRecord:
         """``axolotl preprocess``: the plugin samples and MBR-labels the round."""
+        from axolotl_sealong.common.rows import read_rows
+        from axolotl_sealong.core.pipeline import SCORED_FILE
+
         rdir = self.rdir(r)
         self.write_config(r, "label.yml", sealong_temperature=temperature)
         cmd = axolotl_cmd("preprocess", rdir / "label.yml")
         log = self.out / "logs" / f"label_{r}.log"
         run_logged(cmd, log, f"label_{r}", self.resume_hint)
         folder = runs.labeled_dir(rdir)
+        scored = read_rows(folder / SCORED_FILE)
         quantile = self.policy.margin_quantile
-        margin = runs.margin_threshold(folder, quantile) if quantile and r > 1 else None
+        margin = runs.margin_threshold(scored, quantile) if quantile and r > 1 else None
         rec = runs.label_record(
             folder,
+            scored,
             self.tokenizer,
             command=shlex.join(cmd),
             temperature=temperature,
@@ -372,12 +376,13 @@ class Iteration:
         over: dict[str, Any] = {"sealong_temperature": temperature}
         if labeled.margin is not None:
             over["sealong_margin"] = labeled.margin
-        config = self.write_config(r, "train.yml", **over)
+        # the config read below: base_model and output_dir, which ``over``
+        # (temperature, margin) leaves alone
+        config, cfg = self.write_config(r, "train.yml", **over)
         before = runs.labeled_dirs(self.rdir(r))
         cmd = axolotl_cmd("train", config, self.launcher)
         log = self.out / "logs" / f"train_{r}.log"
         run_logged(cmd, log, f"train_{r}", self.resume_hint)
-        cfg = self.round_config(r)
         folder = runs.labeled_dir(self.rdir(r), before)
         files = sorted(folder.glob(f"train_{self.mode}_*.jsonl"))
         union = self.union_paths(r) if self.policy.train_from == "base" else []

@@ -58,9 +58,15 @@ def eval_rows(
                 "samples_file": cur.samples_file,
             }
             if i:
-                row.update(stats.gain_summary(first.scores, cur.scores, seed=seed))
-                row["gain_vs_previous"] = stats.gain_summary(
-                    evals[i - 1].tasks[task].scores, cur.scores, seed=seed
+                vs_first = stats.gain_summary(first.scores, cur.scores, seed=seed)
+                row.update(vs_first)
+                # round 1's previous is the model before: the same bootstrap
+                row["gain_vs_previous"] = (
+                    dict(vs_first)
+                    if i == 1
+                    else stats.gain_summary(
+                        evals[i - 1].tasks[task].scores, cur.scores, seed=seed
+                    )
                 )
             rows.append(row)
         per_task[task] = rows
@@ -75,7 +81,6 @@ def build_report(
     rounds: Sequence[RoundResult | StoppedRound],
     stages: Stages,
     command: str,
-    settings: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
     title: str = "held-out",
     seed: int = 0,
@@ -107,7 +112,7 @@ def build_report(
         "adopted_stages": stages.adopted(),
         "rounds": [r.report_json() for r in done],
         "stopped": stopped.report_json() if stopped else None,
-        "settings": dict(settings),
+        "settings": dict(stages.settings),
         **(extra or {}),
         "machine": machine(),
         "command": command,

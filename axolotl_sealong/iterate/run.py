@@ -21,17 +21,23 @@ import yaml
 
 from axolotl_sealong.iterate import plots
 from axolotl_sealong.iterate.commands import EvalSettings
-from axolotl_sealong.iterate.loop import ADAPTERS, SELF_LABEL, Iteration
+from axolotl_sealong.iterate.loop import ADAPTERS, Iteration
 from axolotl_sealong.iterate.policy import RoundPolicy
 from axolotl_sealong.iterate.report import build_report
-from axolotl_sealong.iterate.state import STATE_FILE, Stages, read_state
+from axolotl_sealong.iterate.state import (
+    ROUND_STAGES,
+    STATE_FILE,
+    Stages,
+    read_state,
+)
 
 LOG = logging.getLogger(__name__)
 
 PLUGIN = "axolotl_sealong.SeaLongPlugin"
 MERGE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 LAUNCHERS = ("auto", "python", "accelerate")
-ROUND_STAGES = ("questions", "guard", "label", "union", "train", "merge")
+# the kinds of stage a round runs before its eval, in order
+ROUND_KINDS = tuple(kind for kind in ROUND_STAGES if kind != "eval")
 
 
 def load_recipe(path: Path) -> dict[str, Any]:
@@ -46,7 +52,7 @@ def load_recipe(path: Path) -> dict[str, Any]:
 def check_recipe(recipe: dict[str, Any], policy: RoundPolicy) -> None:
     """What iterate needs from a recipe, checked before any model loads."""
     from axolotl_sealong.core.config import LabelConfig
-    from axolotl_sealong.integrations.axolotl.args import self_label_entries
+    from axolotl_sealong.integrations.axolotl.args import STRATEGY, self_label_entries
 
     if PLUGIN not in (recipe.get("plugins") or []):
         raise ValueError(
@@ -55,7 +61,7 @@ def check_recipe(recipe: dict[str, Any], policy: RoundPolicy) -> None:
         )
     if not self_label_entries(recipe):
         raise ValueError(
-            f"the recipe has no datasets: entry of type {SELF_LABEL}: "
+            f"the recipe has no datasets: entry of type {STRATEGY}: "
             "that entry holds the questions each round labels"
         )
     if not recipe.get("base_model"):
@@ -122,12 +128,12 @@ def adopt_rounds(
     names = ["eval_0"] if with_eval else []
     merged = it.lora and it.policy.sample_with == "merged"
     for r in range(1, from_round):
-        names += [f"{s}_{r}" for s in ROUND_STAGES if f"{s}_{r}" in theirs.stages]
+        names += [f"{s}_{r}" for s in ROUND_KINDS if f"{s}_{r}" in theirs.stages]
         # a round counts only whole: its labels, its training, its model
         names += [f"label_{r}", f"train_{r}"] + ([f"merge_{r}"] if merged else [])
         names += [f"eval_{r}"] if with_eval else []
     names = list(dict.fromkeys(names))
-    stages.adopt(other, names)
+    stages.adopt(other, names, theirs.stages)
     LOG.info("adopted %s from %s", ", ".join(names), other)
 
 
@@ -181,7 +187,6 @@ def run_iterate(
         rounds=results,
         stages=stages,
         command=command,
-        settings=stages.settings,
         extra={"recipe_path": str(config), "base_model": str(it.base)},
         title="evaluation",
     )

@@ -51,13 +51,15 @@ def signals(folder: Path) -> Signals:
 
 def label_record(
     folder: Path,
+    scored: list[dict[str, Any]],
     tokenizer: Any,
     *,
     command: str,
     temperature: float,
     margin: float | None,
 ) -> LabelRecord:
-    """Diagnostics, signals, pair count, score distributions and lengths."""
+    """Diagnostics, signals, pair count, score distributions and lengths
+    (``scored``: the rows of the folder's scored file)."""
     from axolotl_sealong.core.diagnostics import (
         label_free_signals,
         live_scores,
@@ -65,7 +67,6 @@ def label_record(
     )
 
     diag = json.loads((folder / DIAGNOSTICS_FILE).read_text())
-    scored = read_rows(folder / SCORED_FILE)
     chosen: list[float] = []
     rejected: list[float] = []
     every: list[float] = []
@@ -163,15 +164,12 @@ def pick_by_n(scored: list[dict[str, Any]], settings: dict[str, Any]) -> list[An
     return pick_accuracy_by_n(scored, sims, ns)
 
 
-def margin_threshold(folder: Path, quantile: float) -> float:
-    """The ``quantile`` of the best-worst MBR gaps over the round's pairs."""
+def margin_threshold(scored: Sequence[dict[str, Any]], quantile: float) -> float:
+    """The ``quantile`` of the best-worst MBR gaps over the round's pairs
+    (``scored``: the rows of its labels folder's scored file)."""
     import numpy as np
 
-    gaps = [
-        float(r["gap"])
-        for r in read_rows(folder / SCORED_FILE)
-        if r.get("rejected") is not None
-    ]
+    gaps = [float(r["gap"]) for r in scored if r.get("rejected") is not None]
     if not gaps:
         return 0.0
     return round(float(np.quantile(gaps, quantile)), 6)

@@ -277,9 +277,13 @@ class Stages:
         LOG.info("stage %s: finished in %.0f s", name, seconds)
         return result
 
-    def adopt(self, other: Path, names: Sequence[str]) -> None:
-        """Take finished stages of another run (``--from-run``), marked as such."""
-        theirs = read_state(other / STATE_FILE, self.kinds).stages
+    def adopt(
+        self, other: Path, names: Sequence[str], theirs: Mapping[str, Stage]
+    ) -> None:
+        """Take finished stages of another run (``--from-run``), marked as such.
+
+        ``theirs``: the stages of its state.json, as :func:`read_state` read them.
+        """
         missing = [n for n in names if n not in theirs]
         if missing:
             raise ValueError(
