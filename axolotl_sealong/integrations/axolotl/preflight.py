@@ -8,7 +8,7 @@ embed a sentence), and what is already done (labels folder, sample cache);
 then an estimate of the labeling work. Each check is the function the run
 itself calls (``label_config``, ``read_questions``, ``questions_from_rows``,
 ``fit_prompts``, ``probe_server_env``, ``server_plan``, ``probe_embedder``,
-``labels_key``), so a recipe that passes here passes the same steps there.
+``labels_dir``), so a recipe that passes here passes the same steps there.
 Nothing here allocates GPU memory: GPUs are read with nvidia-smi, and the
 server's interpreter is asked in a short subprocess.
 """
@@ -365,16 +365,10 @@ def _done(state: _State) -> Check:
         sample_key_parts,
         served_model,
     )
-    from axolotl_sealong.integrations.axolotl.plugin import labels_key
+    from axolotl_sealong.integrations.axolotl.plugin import labels_dir
 
     cfg = state.label_cfg
-    key = labels_key(cfg, [q.key for q in state.questions])
-    root = Path(
-        state.cfg.get("sealong_output_dir")
-        or Path(state.cfg.get("dataset_prepared_path") or "last_run_prepared")
-        / "sealong"
-    )
-    labels = root / key
+    labels = labels_dir(state.cfg, cfg, [q.key for q in state.questions])
     details = [f"labels folder {labels}"]
     if (labels / DIAGNOSTICS_FILE).is_file():
         state.labels_done = True
