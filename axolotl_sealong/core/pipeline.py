@@ -217,6 +217,15 @@ def sample_key_parts(
     }
 
 
+def sample_store(
+    cfg: LabelConfig, questions: list[Question], served: str | None = None
+) -> SampleStore:
+    """The sample cache folder of these questions: under ``cache_dir``
+    (default ``<cache_root>/samples``), named by ``sample_key_parts``."""
+    root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "samples"
+    return SampleStore(root, sample_key_parts(cfg, questions, served))
+
+
 def _turns(user: str, assistant: str) -> list[dict[str, str]]:
     return [
         {"role": "user", "content": user},
@@ -293,8 +302,7 @@ def _sample_missing(
     """
     from tqdm.auto import tqdm
 
-    root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "samples"
-    store = SampleStore(root, sample_key_parts(cfg, kept, served))
+    store = sample_store(cfg, kept, served)
     done = store.load()
     todo = [q for q in kept if q.key not in done]
     counts["cache_hits"] = len(kept) - len(todo)

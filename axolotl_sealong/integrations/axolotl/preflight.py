@@ -358,11 +358,9 @@ def _questions(state: _State) -> Check:
 
 
 def _done(state: _State) -> Check:
-    from axolotl_sealong.common.models import cache_root
-    from axolotl_sealong.core.cache import SampleStore
     from axolotl_sealong.core.pipeline import (
         DIAGNOSTICS_FILE,
-        sample_key_parts,
+        sample_store,
         served_model,
     )
     from axolotl_sealong.integrations.axolotl.plugin import labels_dir
@@ -379,8 +377,7 @@ def _done(state: _State) -> Check:
         details.append(f"sample cache: cannot tell without the server ({err})")
         state.todo = list(state.kept)
         return Check("", WARN, "labels not done; cache unknown", details)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "samples"
-    store = SampleStore(cache, sample_key_parts(cfg, state.kept, served))
+    store = sample_store(cfg, state.kept, served)
     done = store.load()
     state.todo = [q for q in state.kept if q.key not in done]
     details.append(
