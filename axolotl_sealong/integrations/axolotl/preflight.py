@@ -247,7 +247,7 @@ def _packages(state: _State) -> Check:
         return Check(
             "", OK, ", ".join(r.package for r in needs) + " importable", details
         )
-    blocking = [r for r in missing if gpu or not r.only_with_cuda]
+    blocking = [r for r in missing if r.blocks(gpu)]
     names = ", ".join(r.package for r in missing)
     if not blocking:
         return Check(
