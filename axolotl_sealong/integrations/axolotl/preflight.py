@@ -113,7 +113,7 @@ class _State:
     questions: list[Any] = field(default_factory=list)
     kept: list[Any] = field(default_factory=list)
     todo: list[Any] = field(default_factory=list)
-    labels_done: bool = False
+    served: str | None = None  # the openai server's model name, once asked
     gpus_for_estimate: int = 0
     on_gpu: bool = False
 
@@ -368,24 +368,24 @@ def _done(state: _State) -> Check:
     cfg = state.label_cfg
     labels = labels_dir(state.cfg, cfg, [q.key for q in state.questions])
     details = [f"labels folder {labels}"]
-    if (labels / DIAGNOSTICS_FILE).is_file():
-        state.labels_done = True
+    labels_done = (labels / DIAGNOSTICS_FILE).is_file()
+    if labels_done:
         details.append("labeled already: training reuses these rows, no sampling")
     try:
-        served = served_model(cfg)
+        state.served = served_model(cfg)
     except (ConnectionError, ValueError) as err:
         details.append(f"sample cache: cannot tell without the server ({err})")
-        state.todo = list(state.kept)
+        state.todo = [] if labels_done else list(state.kept)
         return Check("", WARN, "labels not done; cache unknown", details)
-    store = sample_store(cfg, state.kept, served)
+    store = sample_store(cfg, state.kept, state.served)
     done = store.load()
-    state.todo = [q for q in state.kept if q.key not in done]
+    todo = [q for q in state.kept if q.key not in done]
+    state.todo = [] if labels_done else todo
     details.append(
-        f"sample cache {store.dir}: {len(state.kept) - len(state.todo)} of "
+        f"sample cache {store.dir}: {len(state.kept) - len(todo)} of "
         f"{len(state.kept)} questions sampled"
     )
-    if state.labels_done:
-        state.todo = []
+    if labels_done:
         return Check("", OK, "labels done", details)
     return Check("", OK, f"{len(state.todo)} question(s) left to sample", details)
 
@@ -503,16 +503,20 @@ def _hf(state: _State) -> Check:
 
 
 def _openai(state: _State) -> Check:
+    from axolotl_sealong.sampling.base import split_urls
     from axolotl_sealong.sampling.openai import served_model_name
 
     cfg = state.label_cfg
     try:
-        name = cfg.openai_model or served_model_name(
-            cfg.openai_base_urls, cfg.openai_api_key, 10.0
+        # the name _done got from the server; asked again only if it did not
+        name = (
+            cfg.openai_model
+            or state.served
+            or served_model_name(cfg.openai_base_urls, cfg.openai_api_key, 10.0)
         )
     except (ConnectionError, ValueError) as err:
         return Check("", FAIL, f"{cfg.openai_base_urls}: {err}")
-    state.gpus_for_estimate = len((cfg.openai_base_urls or "").split(","))
+    state.gpus_for_estimate = len(split_urls(cfg.openai_base_urls))
     state.on_gpu = True
     return Check("", OK, f"servers at {cfg.openai_base_urls} serve {name!r}")
 
@@ -553,7 +557,7 @@ def _embedder(state: _State) -> Check:
 
 def _estimate(state: _State, given: Assumptions) -> Check:
     cfg = state.label_cfg
-    todo = state.todo if not state.labels_done else []
+    todo = state.todo
     if not todo:
         return Check("", OK, "nothing to sample")
     gpu = state.on_gpu
