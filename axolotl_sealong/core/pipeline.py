@@ -34,7 +34,7 @@ from axolotl_sealong.core.mbr import (
     similarity_matrix,
     utility_needs_embeddings,
 )
-from axolotl_sealong.core.prompts import build_user_prompt, fit_prompt, prompt_tokens
+from axolotl_sealong.core.prompts import fit_prompt_counted
 from axolotl_sealong.sampling.base import (
     Sampler,
     SampleRequest,
@@ -145,20 +145,19 @@ def fit_prompts(
 ) -> tuple[list[Question], list[Question]]:
     """Build prompts; skip (default) or middle-truncate those over ``budget``.
 
-    Truncation is ``prompts.fit_prompt``, the rule the eval tasks use too.
+    Truncation is ``prompts.fit_prompt``, the rule the eval tasks use too; a
+    skipped question's ``prompt_tokens`` is its whole prompt's, as counted there.
     """
     kept: list[Question] = []
     skipped: list[Question] = []
     truncate = cfg.overlong == "truncate_middle"
     for q in questions:
-        fitted = fit_prompt(
+        fitted, whole = fit_prompt_counted(
             tokenizer, q.context, q.question, cfg.prompt_strategy, budget, truncate
         )
         if fitted is None:
             q.truncated = truncate
-            q.prompt_tokens = prompt_tokens(
-                tokenizer, build_user_prompt(q.context, q.question, cfg.prompt_strategy)
-            )
+            q.prompt_tokens = whole
             skipped.append(q)
             continue
         q.truncated = fitted.context_tokens_cut > 0
