@@ -7,7 +7,7 @@ and its parallel plan, the embedder (really loaded, on the CPU, and made to
 embed a sentence), and what is already done (labels folder, sample cache);
 then an estimate of the labeling work. Each check is the function the run
 itself calls (``label_config``, ``read_questions``, ``questions_from_rows``,
-``fit_prompts``, ``probe_server_env``, ``server_plan``, ``probe_embedder``,
+``fit_prompts``, ``inspect_server``, ``server_plan``, ``probe_embedder``,
 ``labels_dir``), so a recipe that passes here passes the same steps there.
 Nothing here allocates GPU memory: GPUs are read with nvidia-smi, and the
 server's interpreter is asked in a short subprocess.
@@ -432,23 +432,17 @@ def _vllm_server(state: _State) -> Check:
     from axolotl_sealong.sampling.options import VLLMOptions
     from axolotl_sealong.sampling.server_args import parse_server_args
     from axolotl_sealong.sampling.server_command import server_plan
-    from axolotl_sealong.sampling.server_env import (
-        check_server_cuda,
-        probe_server_env,
-        resolve_server_python,
-        server_environ,
-    )
+    from axolotl_sealong.sampling.server_env import check_server_cuda, inspect_server
 
     cfg = state.label_cfg
     gpus = query_gpus(os.environ)
     details = _gpu_lines(gpus)
     try:
-        python = resolve_server_python(cfg.vllm_server_python)
-        env = probe_server_env(python, server_environ(python, gpus=gpus))
+        _, _, env = inspect_server(cfg.vllm_server_python, lambda: gpus)
         build = f"CUDA {env.cuda_version}" if env.cuda_version else "CPU build"
         details.insert(
             0,
-            f"server python {python}: {env.distribution} {env.vllm}, torch "
+            f"server python {env.python}: {env.distribution} {env.vllm}, torch "
             f"{env.torch} ({build}), {env.gpus if env.cuda else 'no'} GPU(s) "
             "seen by its torch",
         )
