@@ -53,3 +53,28 @@ def test_unknown_strategy_names_the_choices():
 
     with pytest.raises(ValueError, match="plan_and_solve"):
         build_user_prompt("c", "q", "chain_of_thought")
+
+
+def test_fit_prompt_counted_reports_the_whole_prompt(tiny_tokenizer_dir):
+    """The count a skipped or refused prompt reports is the whole prompt's,
+    the one fit_prompt measured first; the fitted result is fit_prompt's."""
+    from transformers import AutoTokenizer
+
+    from axolotl_sealong.core.prompts import (
+        fit_prompt,
+        fit_prompt_counted,
+        prompt_tokens,
+    )
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    context = " ".join(f"word{i}" for i in range(200))
+    whole = prompt_tokens(tok, build_user_prompt(context, "Who?", "plan_and_solve"))
+    # fits whole; fits only cut; cannot fit (3 tokens: not even the instruction)
+    for budget, cut_fits in ((whole + 5, True), (whole - 40, True), (3, False)):
+        for truncate in (True, False):
+            args = (tok, context, "Who?", "plan_and_solve", budget, truncate)
+            fitted, counted = fit_prompt_counted(*args)
+            assert counted == whole
+            assert fitted == fit_prompt(*args)
+            fits = whole <= budget or (truncate and cut_fits)
+            assert (fitted is not None) == fits

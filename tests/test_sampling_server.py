@@ -257,7 +257,7 @@ def test_config_checks_the_port_and_timeout():
 def test_a_set_port_in_use_fails_before_anything_starts(tmp_path, monkeypatch):
     """Checked before the interpreter is even probed, let alone a server started."""
     started = []
-    monkeypatch.setattr(ss, "probe_server_env", lambda *a: started.append(a))
+    monkeypatch.setattr(senv, "probe_server_env", lambda *a: started.append(a))
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()

@@ -34,7 +34,7 @@ from axolotl_sealong.core.mbr import (
     similarity_matrix,
     utility_needs_embeddings,
 )
-from axolotl_sealong.core.prompts import build_user_prompt, fit_prompt, prompt_tokens
+from axolotl_sealong.core.prompts import fit_prompt_counted
 from axolotl_sealong.sampling.base import (
     Sampler,
     SampleRequest,
@@ -145,20 +145,19 @@ def fit_prompts(
 ) -> tuple[list[Question], list[Question]]:
     """Build prompts; skip (default) or middle-truncate those over ``budget``.
 
-    Truncation is ``prompts.fit_prompt``, the rule the eval tasks use too.
+    Truncation is ``prompts.fit_prompt``, the rule the eval tasks use too; a
+    skipped question's ``prompt_tokens`` is its whole prompt's, as counted there.
     """
     kept: list[Question] = []
     skipped: list[Question] = []
     truncate = cfg.overlong == "truncate_middle"
     for q in questions:
-        fitted = fit_prompt(
+        fitted, whole = fit_prompt_counted(
             tokenizer, q.context, q.question, cfg.prompt_strategy, budget, truncate
         )
         if fitted is None:
             q.truncated = truncate
-            q.prompt_tokens = prompt_tokens(
-                tokenizer, build_user_prompt(q.context, q.question, cfg.prompt_strategy)
-            )
+            q.prompt_tokens = whole
             skipped.append(q)
             continue
         q.truncated = fitted.context_tokens_cut > 0
@@ -215,6 +214,15 @@ def sample_key_parts(
         "prompts": stable_hash([[q.key, q.user_message] for q in questions]),
         "num_questions": len(questions),
     }
+
+
+def sample_store(
+    cfg: LabelConfig, questions: list[Question], served: str | None = None
+) -> SampleStore:
+    """The sample cache folder of these questions: under ``cache_dir``
+    (default ``<cache_root>/samples``), named by ``sample_key_parts``."""
+    root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "samples"
+    return SampleStore(root, sample_key_parts(cfg, questions, served))
 
 
 def _turns(user: str, assistant: str) -> list[dict[str, str]]:
@@ -293,8 +301,7 @@ def _sample_missing(
     """
     from tqdm.auto import tqdm
 
-    root = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "samples"
-    store = SampleStore(root, sample_key_parts(cfg, kept, served))
+    store = sample_store(cfg, kept, served)
     done = store.load()
     todo = [q for q in kept if q.key not in done]
     counts["cache_hits"] = len(kept) - len(todo)

@@ -91,25 +91,41 @@ def fit_prompt(
     None when the prompt cannot fit (over budget without truncation, or even
     with the context cut to nothing).
     """
+    fitted, _ = fit_prompt_counted(
+        tokenizer, context, question, strategy, budget, truncate
+    )
+    return fitted
+
+
+def fit_prompt_counted(
+    tokenizer: Any,
+    context: str,
+    question: str,
+    strategy: str,
+    budget: int,
+    truncate: bool = True,
+) -> tuple[FittedPrompt | None, int]:
+    """``fit_prompt``, and the tokens of the whole prompt (context uncut), which
+    it counts first: what a caller reports for a prompt that does not fit."""
     message = build_user_prompt(context, question, strategy)
-    total = prompt_tokens(tokenizer, message)
+    whole = total = prompt_tokens(tokenizer, message)
     if total <= budget:
-        return FittedPrompt(message, context, total, 0)
+        return FittedPrompt(message, context, total, 0), whole
     if not truncate:
-        return None
+        return None, whole
     ids = tokenizer(context, add_special_tokens=False)["input_ids"]
     keep = len(ids) - (total - budget)
     for _ in range(8):  # decoding and re-encoding can shift a few tokens
         if keep <= 0:
-            return None
+            return None, whole
         head = _decode(tokenizer, ids[: keep // 2])
         tail = _decode(tokenizer, ids[len(ids) - (keep - keep // 2) :])
         message = build_user_prompt(head + tail, question, strategy)
         total = prompt_tokens(tokenizer, message)
         if total <= budget:
-            return FittedPrompt(message, head + tail, total, len(ids) - keep)
+            return FittedPrompt(message, head + tail, total, len(ids) - keep), whole
         keep -= total - budget
-    return None
+    return None, whole
 
 
 def _decode(tokenizer: Any, ids: list[int]) -> str:

@@ -52,12 +52,7 @@ from axolotl_sealong.sampling.server_command import (
     server_args,
     server_plan,
 )
-from axolotl_sealong.sampling.server_env import (
-    check_server_cuda,
-    probe_server_env,
-    resolve_server_python,
-    server_environ,
-)
+from axolotl_sealong.sampling.server_env import check_server_cuda, inspect_server
 from axolotl_sealong.sampling.server_process import (
     ManagedServer,
     ServerFailed,
@@ -111,11 +106,9 @@ class VLLMServerSampler:
         if adapter:
             lora_rank(adapter)
         path = resolve_model(model)
-        interpreter = resolve_server_python(python)
         self.gpu_query: GpuQuery = gpu_query or (lambda: query_gpus(os.environ))
-        state = self.gpu_query()
-        env = server_environ(interpreter, gpus=state)
-        self.env = probe_server_env(interpreter, env)
+        state, env, self.env = inspect_server(python, self.gpu_query)
+        interpreter = self.env.python
         LOG.info(
             "vllm_server: %s (%s %s, torch %s, %s)",
             interpreter,

@@ -7,6 +7,9 @@ order, ``probe_server_env`` asks it (in a short subprocess) which vLLM and
 torch it has and which GPUs its torch sees, ``check_server_cuda`` refuses a
 CUDA build that sees no GPU, and ``server_environ`` is the environment the
 server starts with (this one, cleaned of what would break vLLM).
+``inspect_server`` runs ``resolve_server_python``, the GPU query,
+``server_environ`` and ``probe_server_env`` in the engine's order, for the
+engine and for ``sealong check``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,6 +202,19 @@ def probe_server_env(python: str, env: Mapping[str, str]) -> ServerEnv:
         )
     info["gpu_mib"] = tuple(info.get("gpu_mib") or ())
     return ServerEnv(python=python, **info)
+
+
+def inspect_server(
+    setting: str | None, gpu_query: Callable[[], GpuState | None]
+) -> tuple[GpuState | None, dict[str, str], ServerEnv]:
+    """The interpreter (``resolve_server_python``), then the visible GPUs
+    (``gpu_query``: nvidia-smi), the server's environment and what the
+    interpreter has (``probe_server_env``); the ServerEnv's ``python`` is the
+    interpreter."""
+    python = resolve_server_python(setting)
+    gpus = gpu_query()
+    environ = server_environ(python, gpus=gpus)
+    return gpus, environ, probe_server_env(python, environ)
 
 
 def check_server_cuda(env: ServerEnv, gpus: GpuState | None) -> None:

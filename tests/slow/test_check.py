@@ -195,3 +195,21 @@ def test_the_gpu_recipe_on_a_simulated_8_gpu_node(demo, tmp_path):
     # no flash-attn here, and no GPU: needed on the node that trains, not here
     assert checks["training packages"]["status"] == "warn"
     assert not (tmp_path / "record.json").exists()  # no server was started
+
+
+def test_the_openai_name_found_by_the_cache_check_is_not_asked_again():
+    """`_openai` reuses the served name `_done` got; without it, it asks (and
+    an unreachable server still fails the check). Each URL is one unit."""
+    from axolotl_sealong.core.config import LabelConfig
+    from axolotl_sealong.integrations.axolotl import preflight
+
+    down = "http://127.0.0.1:9/v1, http://127.0.0.1:9/v2/"  # nothing listens
+    state = preflight._State(Path("recipe.yml"))
+    state.label_cfg = LabelConfig(sampler="openai", openai_base_urls=down)
+    state.served = "round-2"
+    check = preflight._openai(state)
+    assert check.status == preflight.OK and "'round-2'" in check.summary
+    assert state.gpus_for_estimate == 2
+    state.served = None
+    check = preflight._openai(state)
+    assert check.status == preflight.FAIL and "cannot list models" in check.summary

@@ -376,6 +376,16 @@ def check_reused_labels(label_cfg: LabelConfig, diagnostics: dict[str, Any]) -> 
         )
 
 
+def labels_dir(cfg: Any, label_cfg: LabelConfig, question_keys: list[str]) -> Path:
+    """The labels folder: ``labels_key``'s name under ``sealong_output_dir``
+    (default ``<dataset_prepared_path or last_run_prepared>/sealong``)."""
+    root = Path(
+        cfg.get("sealong_output_dir")
+        or Path(cfg.get("dataset_prepared_path") or "last_run_prepared") / "sealong"
+    )
+    return root / labels_key(label_cfg, question_keys)
+
+
 def load_self_labeled(cfg: Any) -> Any:
     """Label (or reuse), fit to sequence_len, then build Axolotl's dataset meta.
 
@@ -402,13 +412,8 @@ def load_self_labeled(cfg: Any) -> Any:
     label_cfg = label_settings(cfg)
     rows = _read_questions(cfg)
     questions = questions_from_rows(rows, label_cfg)
-    key = labels_key(label_cfg, [q.key for q in questions])
-    root = Path(
-        cfg.get("sealong_output_dir")
-        or Path(cfg.get("dataset_prepared_path") or "last_run_prepared") / "sealong"
-    )
-    out = root / key
-    root.mkdir(parents=True, exist_ok=True)
+    out = labels_dir(cfg, label_cfg, [q.key for q in questions])
+    out.parent.mkdir(parents=True, exist_ok=True)
     info = rank_info()
     sharded = (
         info.world_size > 1
@@ -433,7 +438,9 @@ def load_self_labeled(cfg: Any) -> Any:
             check_reused_labels(
                 label_cfg, json.loads((out / DIAGNOSTICS_FILE).read_text())
             )
-            LOG.info("sealong: reusing labeled rows in %s (settings hash %s)", out, key)
+            LOG.info(
+                "sealong: reusing labeled rows in %s (settings hash %s)", out, out.name
+            )
         else:
             LOG.info(
                 "sealong: self-labeling %d question(s) into %s", len(questions), out

@@ -7,8 +7,8 @@ and its parallel plan, the embedder (really loaded, on the CPU, and made to
 embed a sentence), and what is already done (labels folder, sample cache);
 then an estimate of the labeling work. Each check is the function the run
 itself calls (``label_config``, ``read_questions``, ``questions_from_rows``,
-``fit_prompts``, ``probe_server_env``, ``server_plan``, ``probe_embedder``,
-``labels_key``), so a recipe that passes here passes the same steps there.
+``fit_prompts``, ``inspect_server``, ``server_plan``, ``probe_embedder``,
+``labels_dir``), so a recipe that passes here passes the same steps there.
 Nothing here allocates GPU memory: GPUs are read with nvidia-smi, and the
 server's interpreter is asked in a short subprocess.
 """
@@ -113,7 +113,7 @@ class _State:
     questions: list[Any] = field(default_factory=list)
     kept: list[Any] = field(default_factory=list)
     todo: list[Any] = field(default_factory=list)
-    labels_done: bool = False
+    served: str | None = None  # the openai server's model name, once asked
     gpus_for_estimate: int = 0
     on_gpu: bool = False
 
@@ -247,7 +247,7 @@ def _packages(state: _State) -> Check:
         return Check(
             "", OK, ", ".join(r.package for r in needs) + " importable", details
         )
-    blocking = [r for r in missing if gpu or not r.only_with_cuda]
+    blocking = [r for r in missing if r.blocks(gpu)]
     names = ", ".join(r.package for r in missing)
     if not blocking:
         return Check(
@@ -358,43 +358,34 @@ def _questions(state: _State) -> Check:
 
 
 def _done(state: _State) -> Check:
-    from axolotl_sealong.common.models import cache_root
-    from axolotl_sealong.core.cache import SampleStore
     from axolotl_sealong.core.pipeline import (
         DIAGNOSTICS_FILE,
-        sample_key_parts,
+        sample_store,
         served_model,
     )
-    from axolotl_sealong.integrations.axolotl.plugin import labels_key
+    from axolotl_sealong.integrations.axolotl.plugin import labels_dir
 
     cfg = state.label_cfg
-    key = labels_key(cfg, [q.key for q in state.questions])
-    root = Path(
-        state.cfg.get("sealong_output_dir")
-        or Path(state.cfg.get("dataset_prepared_path") or "last_run_prepared")
-        / "sealong"
-    )
-    labels = root / key
+    labels = labels_dir(state.cfg, cfg, [q.key for q in state.questions])
     details = [f"labels folder {labels}"]
-    if (labels / DIAGNOSTICS_FILE).is_file():
-        state.labels_done = True
+    labels_done = (labels / DIAGNOSTICS_FILE).is_file()
+    if labels_done:
         details.append("labeled already: training reuses these rows, no sampling")
     try:
-        served = served_model(cfg)
+        state.served = served_model(cfg)
     except (ConnectionError, ValueError) as err:
         details.append(f"sample cache: cannot tell without the server ({err})")
-        state.todo = list(state.kept)
+        state.todo = [] if labels_done else list(state.kept)
         return Check("", WARN, "labels not done; cache unknown", details)
-    cache = Path(cfg.cache_dir) if cfg.cache_dir else cache_root() / "samples"
-    store = SampleStore(cache, sample_key_parts(cfg, state.kept, served))
+    store = sample_store(cfg, state.kept, state.served)
     done = store.load()
-    state.todo = [q for q in state.kept if q.key not in done]
+    todo = [q for q in state.kept if q.key not in done]
+    state.todo = [] if labels_done else todo
     details.append(
-        f"sample cache {store.dir}: {len(state.kept) - len(state.todo)} of "
+        f"sample cache {store.dir}: {len(state.kept) - len(todo)} of "
         f"{len(state.kept)} questions sampled"
     )
-    if state.labels_done:
-        state.todo = []
+    if labels_done:
         return Check("", OK, "labels done", details)
     return Check("", OK, f"{len(state.todo)} question(s) left to sample", details)
 
@@ -441,23 +432,17 @@ def _vllm_server(state: _State) -> Check:
     from axolotl_sealong.sampling.options import VLLMOptions
     from axolotl_sealong.sampling.server_args import parse_server_args
     from axolotl_sealong.sampling.server_command import server_plan
-    from axolotl_sealong.sampling.server_env import (
-        check_server_cuda,
-        probe_server_env,
-        resolve_server_python,
-        server_environ,
-    )
+    from axolotl_sealong.sampling.server_env import check_server_cuda, inspect_server
 
     cfg = state.label_cfg
     gpus = query_gpus(os.environ)
     details = _gpu_lines(gpus)
     try:
-        python = resolve_server_python(cfg.vllm_server_python)
-        env = probe_server_env(python, server_environ(python, gpus=gpus))
+        _, _, env = inspect_server(cfg.vllm_server_python, lambda: gpus)
         build = f"CUDA {env.cuda_version}" if env.cuda_version else "CPU build"
         details.insert(
             0,
-            f"server python {python}: {env.distribution} {env.vllm}, torch "
+            f"server python {env.python}: {env.distribution} {env.vllm}, torch "
             f"{env.torch} ({build}), {env.gpus if env.cuda else 'no'} GPU(s) "
             "seen by its torch",
         )
@@ -512,16 +497,20 @@ def _hf(state: _State) -> Check:
 
 
 def _openai(state: _State) -> Check:
+    from axolotl_sealong.sampling.base import split_urls
     from axolotl_sealong.sampling.openai import served_model_name
 
     cfg = state.label_cfg
     try:
-        name = cfg.openai_model or served_model_name(
-            cfg.openai_base_urls, cfg.openai_api_key, 10.0
+        # the name _done got from the server; asked again only if it did not
+        name = (
+            cfg.openai_model
+            or state.served
+            or served_model_name(cfg.openai_base_urls, cfg.openai_api_key, 10.0)
         )
     except (ConnectionError, ValueError) as err:
         return Check("", FAIL, f"{cfg.openai_base_urls}: {err}")
-    state.gpus_for_estimate = len((cfg.openai_base_urls or "").split(","))
+    state.gpus_for_estimate = len(split_urls(cfg.openai_base_urls))
     state.on_gpu = True
     return Check("", OK, f"servers at {cfg.openai_base_urls} serve {name!r}")
 
@@ -562,7 +551,7 @@ def _embedder(state: _State) -> Check:
 
 def _estimate(state: _State, given: Assumptions) -> Check:
     cfg = state.label_cfg
-    todo = state.todo if not state.labels_done else []
+    todo = state.todo
     if not todo:
         return Check("", OK, "nothing to sample")
     gpu = state.on_gpu

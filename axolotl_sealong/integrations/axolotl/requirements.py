@@ -96,6 +96,10 @@ class Requirement:
     alternative: str = ""  # the other fix: a key to change instead
     only_with_cuda: bool = False  # required only where a CUDA GPU is visible
 
+    def blocks(self, cuda: bool) -> bool:
+        """Missing, and required on this machine (``cuda``: a GPU is visible)."""
+        return not self.importable and (cuda or not self.only_with_cuda)
+
 
 def _importable(package: str) -> bool:
     try:
@@ -176,7 +180,7 @@ def missing_requirements(
         import torch
 
         cuda = torch.cuda.is_available()
-    return [r for r in missing if cuda or not r.only_with_cuda]
+    return [r for r in missing if r.blocks(bool(cuda))]
 
 
 def describe(req: Requirement) -> str:

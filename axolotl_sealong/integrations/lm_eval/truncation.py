@@ -13,12 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from axolotl_sealong.core.prompts import (
-    build_user_prompt,
-    fit_prompt,
-    instruction,
-    prompt_tokens,
-)
+from axolotl_sealong.core.prompts import fit_prompt_counted, instruction
 
 LOG = logging.getLogger(__name__)
 
@@ -93,20 +88,22 @@ def fit_context(
     model would cut the start).
     """
     strategy = doc.get("prompt_strategy") or STRATEGY
-    whole = fit_prompt(
-        tokenizer, doc["context"], doc["input"], strategy, budget, truncate=False
+    fitted, total = fit_prompt_counted(
+        tokenizer,
+        doc["context"],
+        doc["input"],
+        strategy,
+        budget,
+        truncate=mode != "error",
     )
-    if whole is not None:
+    if total <= budget:  # fits whole
         return doc
     if mode == "error":
-        prompt = build_user_prompt(doc["context"], doc["input"], strategy)
-        total = prompt_tokens(tokenizer, prompt)
         raise ValueError(
             f"{where}: the prompt is {total} tokens, over the budget of {budget} "
             "(max_length - max_gen_toks); pass --metadata "
             '\'{"truncation": "middle"}\' to cut the middle of the context'
         )
-    fitted = fit_prompt(tokenizer, doc["context"], doc["input"], strategy, budget)
     if fitted is None:
         raise ValueError(
             f"{where}: the prompt does not fit in {budget} tokens, even with the "
