@@ -11,18 +11,25 @@ every text is a template whose ``{i}`` is the row's number (or a function of
 
 Recipes are Axolotl YAML mappings: :func:`recipe` is the bare mapping
 (``base_model`` and ``datasets`` plus any keys), :func:`training_recipe` the
-plugin's 2-step LoRA run of a tiny model on CPU (:data:`TINY_LORA_TRAINING`).
+plugin's 2-step LoRA run of a tiny model on CPU (:data:`TINY_LORA_TRAINING`),
+:func:`orpo_pairs_recipe` an ORPO run on ready preference pairs.
+
+Also: :func:`subprocess_env`, the environment a child Python runs this
+checkout in, and the nodes (:data:`H100_NODE`, :data:`CPU_NODE`) that
+:func:`validate` checks a config for with Axolotl's validator.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ["axolotl_sealong.SeaLongPlugin"]
 SELF_LABEL = "axolotl_sealong.self_label"
 
@@ -175,6 +182,74 @@ def e2e_recipe(
     return write_yaml(tmp / f"{mode}.yml", cfg | extra)
 
 
+def orpo_pairs_recipe(
+    tmp: Path, model: Path | str, rows: Sequence[Any], **keys: Any
+) -> Path:
+    """ORPO on ready preference pairs (``prompt``/``chosen``/``rejected``
+    ``rows``, written to ``tmp/pairs.jsonl``), the plugin listed, the tiny LoRA
+    run with 256-token sequences, output in ``tmp/out``; ``keys`` add or
+    override. Written to ``tmp/orpo.yml``."""
+    data = write_jsonl(tmp / "pairs.jsonl", rows)
+    cfg = recipe(
+        model,
+        [{"path": str(data), "ds_type": "json", "split": "train"}],
+        plugins=PLUGINS,
+        **ORPO,
+        chat_template="tokenizer_default",
+        sequence_len=256,
+        **TINY_LORA_TRAINING,
+        output_dir=str(tmp / "out"),
+    )
+    return write_yaml(tmp / "orpo.yml", cfg | keys)
+
+
 def write_yaml(path: Path, mapping: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(mapping))
     return path
+
+
+# --------------------------------------------------------------------------- #
+# Subprocesses
+# --------------------------------------------------------------------------- #
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child Python that runs this checkout
+    (``PYTHONPATH`` is the repository root, replacing any), offline, with no
+    telemetry and TRL's experimental-feature warning silenced; ``extra`` last."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "AXOLOTL_DO_NOT_TRACK": "1",
+        "TRL_EXPERIMENTAL_SILENCE": "1",
+        **extra,
+    }
+
+
+# --------------------------------------------------------------------------- #
+# Nodes a config is validated for (Axolotl's capabilities)
+# --------------------------------------------------------------------------- #
+H100_NODE: dict[str, Any] = {
+    "bf16": True,
+    "fp8": True,
+    "tf32": True,
+    "n_gpu": 8,
+    "compute_capability": "sm_90",
+}
+CPU_NODE: dict[str, Any] = {
+    "bf16": False,
+    "fp8": False,
+    "tf32": False,
+    "n_gpu": 1,
+    "compute_capability": None,
+}
+
+
+def validate(cfg: Any, node: dict[str, Any]) -> Any:
+    """Axolotl's ``validate_config`` of ``cfg`` (a ``DictDefault``, plugins
+    prepared) as ``node`` would see it, with torch 2.13.0 there."""
+    from axolotl.utils.config import validate_config
+
+    return validate_config(
+        cfg, capabilities=dict(node), env_capabilities={"torch_version": "2.13.0"}
+    )

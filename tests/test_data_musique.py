@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import write_jsonl
 
 from axolotl_sealong.cli import main as cli
 from axolotl_sealong.common.rows import iter_records, read_rows
@@ -30,11 +31,6 @@ def counter(tiny_tokenizer_dir: Path) -> TokenCounter:
 @pytest.fixture(scope="module")
 def source_rows() -> dict[str, dict[str, Any]]:
     return {r["id"]: r for r in iter_records(str(TRAIN))}
-
-
-def _write_jsonl(path: Path, rows: list[Any]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def _check_row(
@@ -148,7 +144,7 @@ def test_selection_does_not_depend_on_input_order(
 ) -> None:
     shuffled = list(source_rows.values())
     random.Random(0).shuffle(shuffled)
-    path = _write_jsonl(tmp_path / "shuffled.jsonl", shuffled)
+    path = write_jsonl(tmp_path / "shuffled.jsonl", shuffled)
     kwargs = dict(num=5, seed=1, counter=counter, min_tokens=2500, max_tokens=3500)
     a, _ = build_musique(str(TRAIN), progress=False, **kwargs)  # type: ignore[arg-type]
     b, _ = build_musique(str(path), progress=False, **kwargs)  # type: ignore[arg-type]
@@ -172,7 +168,7 @@ def test_bad_input_is_counted_by_reason(
     bad += [no_support, copy.deepcopy(good[2]), [1, 2], {"id": "x", "paragraphs": []}]
     unanswerable = [r for r in iter_records(str(FULL)) if r["answerable"] is False]
     assert len(unanswerable) == 9
-    path = _write_jsonl(tmp_path / "mixed.jsonl", good + bad + unanswerable)
+    path = write_jsonl(tmp_path / "mixed.jsonl", good + bad + unanswerable)
     rows, report = build_musique(
         str(path),
         num=20,
@@ -203,7 +199,7 @@ def test_nothing_usable_is_a_clear_error(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Only unanswerable rows (MuSiQue-Full contrast questions).
-    only_bad = _write_jsonl(
+    only_bad = write_jsonl(
         tmp_path / "unanswerable.jsonl",
         [r for r in iter_records(str(FULL)) if r["answerable"] is False],
     )
@@ -305,7 +301,7 @@ def test_hf_streaming_path_on_a_local_dataset_folder(
 ) -> None:
     folder = tmp_path / "musique_hub_copy"
     folder.mkdir()
-    _write_jsonl(folder / "train.jsonl", list(source_rows.values())[:10])
+    write_jsonl(folder / "train.jsonl", list(source_rows.values())[:10])
     rows, report = build_musique(
         str(folder),
         num=3,

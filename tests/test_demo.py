@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from builders import CPU_NODE, validate
 
 from axolotl_sealong.demo import report as demo_report, run as demo
 from axolotl_sealong.demo.run import DEMO_STAGES, DataRecord, DemoSettings, Stages
@@ -201,7 +202,6 @@ def test_held_out_questions_come_from_their_own_split_and_seed(tmp_path: Path) -
 def test_train_config_validates_with_the_plugin(tmp_path: Path) -> None:
     """The config the demo hands to ``axolotl`` passes Axolotl's own validation."""
     from axolotl.cli.config import prepare_plugins
-    from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
 
     from axolotl_sealong.common.models import smollm2_dir
@@ -211,11 +211,7 @@ def test_train_config_validates_with_the_plugin(tmp_path: Path) -> None:
     data.write_text("")
     cfg = DictDefault(demo.train_config(s, smollm2_dir(), data, tmp_path / "round1"))
     prepare_plugins(cfg)
-    caps = {"bf16": False, "fp8": False, "tf32": False, "n_gpu": 1,
-            "compute_capability": None}  # fmt: skip
-    out = validate_config(
-        cfg, capabilities=caps, env_capabilities={"torch_version": "2.13.0"}
-    )
+    out = validate(cfg, CPU_NODE)
     assert out["learning_rate"] == 3e-4 and out["sealong_num_samples"] == 4
     assert out["sealong_prompt_strategy"] == "none" and out["rl"] == "orpo"
     assert out["output_dir"] == str(tmp_path / "round1" / "adapter")

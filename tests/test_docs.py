@@ -10,7 +10,8 @@ import importlib.util
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from builders import H100_NODE, ROOT, validate
+
 README = ROOT / "README.md"
 GENERATOR = ROOT / "scripts" / "gen_settings_doc.py"
 
@@ -155,23 +156,13 @@ def test_the_readme_recipe_validates_with_the_plugin(monkeypatch, gpu_packages) 
     the [gpu] extra's packages there: ``gpu_packages``)."""
     import yaml
     from axolotl.cli.config import prepare_plugins
-    from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
 
     (block, *_) = re.findall(r"^```yaml\n(.*?)^```", README.read_text(), re.M | re.S)
     raw = yaml.safe_load(block)
     cfg = DictDefault(raw)
     prepare_plugins(cfg)
-    caps = {
-        "bf16": True,
-        "fp8": True,
-        "tf32": True,
-        "n_gpu": 1,
-        "compute_capability": "sm_90",
-    }
-    out = validate_config(
-        cfg, capabilities=caps, env_capabilities={"torch_version": "2.13.0"}
-    )
+    out = validate(cfg, H100_NODE | {"n_gpu": 1})  # one H100 of the node
     for key, value in raw.items():
         if key.startswith("sealong_"):
             assert out[key] == value, key

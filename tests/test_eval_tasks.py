@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from builders import write_jsonl
 from eval_support import (
     GEN_KWARGS,
     GROUP_TASKS,
@@ -40,11 +41,6 @@ def load_yaml(name: str) -> dict[str, Any]:
         data = yaml.load(fh, Loader=_Loader)  # noqa: S506 - SafeLoader subclass
     assert isinstance(data, dict)
     return data
-
-
-def write_jsonl(path: Path, rows: list[Any]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 # --------------------------------------------------------------------------- #

@@ -13,15 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from builders import CPU_NODE, H100_NODE, ROOT, validate
 
-RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yml"))
-H100_NODE = {
-    "bf16": True,
-    "fp8": True,
-    "tf32": True,
-    "n_gpu": 8,
-    "compute_capability": "sm_90",
-}
+RECIPES = sorted((ROOT / "recipes").glob("*.yml"))
 
 
 def test_recipes_exist():
@@ -38,7 +32,6 @@ def test_recipes_exist():
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.name for p in RECIPES])
 def test_recipe_validates_with_the_plugin(recipe, monkeypatch, gpu_packages):
     from axolotl.cli.config import prepare_plugins
-    from axolotl.utils.config import validate_config
     from axolotl.utils.dict import DictDefault
 
     monkeypatch.chdir(recipe.parents[1])  # deepspeed paths are repo-relative
@@ -46,20 +39,7 @@ def test_recipe_validates_with_the_plugin(recipe, monkeypatch, gpu_packages):
     cfg = DictDefault(raw)
     prepare_plugins(cfg)
     gpu = "cpu" not in recipe.name
-    caps = (
-        H100_NODE
-        if gpu
-        else {
-            "bf16": False,
-            "fp8": False,
-            "tf32": False,
-            "n_gpu": 1,
-            "compute_capability": None,
-        }
-    )
-    out = validate_config(
-        cfg, capabilities=caps, env_capabilities={"torch_version": "2.13.0"}
-    )
+    out = validate(cfg, H100_NODE if gpu else CPU_NODE)
     # the plugin's keys survived validation with the recipe's values
     for key, value in raw.items():
         if key.startswith("sealong_"):

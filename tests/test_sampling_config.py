@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from builders import write_jsonl
 
 from axolotl_sealong.core.config import LabelConfig
 from axolotl_sealong.integrations.axolotl.distributed import (
@@ -123,8 +124,7 @@ def _fake_label(rows: list[int], calls: list) -> object:
         mine = shard(rows, info)
         calls.append((info.rank, mine))
         out.mkdir(parents=True, exist_ok=True)
-        lines = "".join(json.dumps({"q": q, "rank": info.rank}) + "\n" for q in mine)
-        (out / "sft.jsonl").write_text(lines)
+        write_jsonl(out / "sft.jsonl", [{"q": q, "rank": info.rank} for q in mine])
 
     return run
 
@@ -167,7 +167,7 @@ def _write_part(part: Path, scored: list[dict]) -> None:
         "preference.jsonl": [{"chosen": scored[i]["key"]} for i in pref_of],
     }
     for name, rows in files.items():
-        (part / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_jsonl(part / name, rows)
     (part / "diagnostics.json").write_text(json.dumps({"counts": {"x": 1}}))
 
 

@@ -39,15 +39,15 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from builders import ROOT, subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "axolotl_sealong"
 TOP = {"integrations", "iterate", "cli", "demo", "bench"}
 FORBIDDEN = {
@@ -322,6 +322,20 @@ def test_engines_import_no_heavy_library_at_module_level():
     assert heavy_imports(ROOT, PACKAGE, "sampling", ENGINE_HEAVY) == []
 
 
+def _last_json_line(code: str) -> Any:
+    """``python -c code`` in a fresh interpreter on this checkout: it exits 0,
+    and its last line of output is JSON, returned parsed."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 def test_importing_the_factory_registers_the_engines_and_loads_nothing_heavy():
     """Every built-in engine registers on import, and none pulls in its library."""
     code = (
@@ -332,12 +346,7 @@ def test_importing_the_factory_registers_the_engines_and_loads_nothing_heavy():
         "loaded = sorted({m.split('.')[0] for m in sys.modules} & heavy)\n"
         "print(json.dumps([list(SAMPLERS), list(ENGINES), loaded]))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT
-    )
-    assert done.returncode == 0, done.stderr
-    samplers, engines, loaded = json.loads(done.stdout.splitlines()[-1])
+    samplers, engines, loaded = _last_json_line(code)
     assert engines == ["hf", "vllm", "openai", "vllm_server"]
     assert samplers == ["auto", *engines] and loaded == []
 
@@ -364,12 +373,7 @@ def test_importing_the_core_loads_no_torch():
         "    out[name] = sorted({m.split('.')[0] for m in sys.modules} & heavy)\n"
         "print(json.dumps(out))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT
-    )
-    assert done.returncode == 0, done.stderr
-    loaded = json.loads(done.stdout.splitlines()[-1])
+    loaded = _last_json_line(code)
     assert {name: libs for name, libs in loaded.items() if libs} == {}
 
 

@@ -12,6 +12,7 @@ uses ``test_cli``'s helpers).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,25 @@ from test_eval_discovery import wheel  # noqa: F401
 from test_mbr import toy_registered  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def trust_remote_code_seen(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every ``SentenceTransformer`` made from now on (the real class,
+    subclassed) appends its ``trust_remote_code`` keyword (None if not given)
+    to the list returned."""
+    import sentence_transformers
+
+    seen: list[Any] = []
+    real = sentence_transformers.SentenceTransformer
+
+    class Recording(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            seen.append(kwargs.get("trust_remote_code"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", Recording)
+    return seen
 
 
 def pytest_collection_modifyitems(

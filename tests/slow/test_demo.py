@@ -5,12 +5,12 @@ the slow half (models, end-to-end runs); the fast half is tests/test_demo.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from builders import subprocess_env
 
 
 # --------------------------------------------------------------------------- #
@@ -19,7 +19,7 @@ import pytest
 @pytest.mark.timeout(1500)
 def test_demo_end_to_end_tiny(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SEALONG_CACHE": str(tmp_path / "c")}
+    env = subprocess_env(SEALONG_CACHE=str(tmp_path / "c"))
     args = [
         sys.executable, "-m", "axolotl_sealong.cli.main", "demo", "--out", str(out),
         "--num-train", "4", "--num-eval", "10", "--num-samples", "3",

@@ -170,22 +170,11 @@ def test_the_bge_m3_folder_is_laid_out_like_the_real_one(bge_m3, bge_m3_dir):
     assert bge_m3.model.tokenizer.model_max_length == BGE_M3_WINDOW
 
 
-def test_bge_m3_needs_no_remote_code(bge_m3_dir, monkeypatch):
-    import sentence_transformers
-
+def test_bge_m3_needs_no_remote_code(bge_m3_dir, trust_remote_code_seen):
     assert needs_remote_code(str(bge_m3_dir)) is False
     assert check_embedder(str(bge_m3_dir)) == str(bge_m3_dir)  # no trust flag
-    seen: list[Any] = []
-    real = sentence_transformers.SentenceTransformer
-
-    class Recording(real):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            seen.append(kwargs.get("trust_remote_code"))
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", Recording)
     embedder = Embedder(str(bge_m3_dir))
-    assert seen == [False]
+    assert trust_remote_code_seen == [False]
     assert embedder.task is None  # no jina task kwarg for bge-m3
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from builders import ORPO, PLUGINS, TINY_LORA_TRAINING, recipe, write_jsonl, write_yaml
+from builders import orpo_pairs_recipe
 
 from axolotl_sealong.integrations.axolotl.batch import (
     GlobalBatch,
@@ -29,21 +29,14 @@ def test_a_real_training_run_logs_and_warns(tiny_llama_dir, tmp_path):
     from axolotl.train import setup_model_and_tokenizer
     from axolotl.utils.trainer import setup_trainer
 
-    data = write_jsonl(tmp_path / "pairs.jsonl", ROWS)
-    path = write_yaml(
-        tmp_path / "orpo.yml",
-        recipe(
-            tiny_llama_dir,
-            [{"path": str(data), "ds_type": "json", "split": "train"}],
-            plugins=PLUGINS,
-            **ORPO,
-            chat_template="tokenizer_default",
-            sequence_len=256,
-            **TINY_LORA_TRAINING | {"gradient_accumulation_steps": 2, "max_steps": 1},
-            sealong_global_batch_size=4,
-            save_strategy="no",
-            output_dir=str(tmp_path / "out"),
-        ),
+    path = orpo_pairs_recipe(
+        tmp_path,
+        tiny_llama_dir,
+        ROWS,
+        gradient_accumulation_steps=2,
+        max_steps=1,
+        sealong_global_batch_size=4,
+        save_strategy="no",
     )
     cfg = load_cfg(str(path))
     assert cfg["sealong_global_batch_size"] == 4  # the plugin's key survived

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from builders import ORPO, PLUGINS, TINY_LORA_TRAINING, recipe, write_jsonl, write_yaml
+from builders import orpo_pairs_recipe
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -149,21 +149,7 @@ def loaded(tiny_llama_dir: Path, tmp_path: Path) -> Any:
     from axolotl.cli.config import load_cfg
     from axolotl.train import setup_model_and_tokenizer
 
-    data = write_jsonl(tmp_path / "pairs.jsonl", ROWS)
-    path = write_yaml(
-        tmp_path / "orpo.yml",
-        recipe(
-            tiny_llama_dir,
-            [{"path": str(data), "ds_type": "json", "split": "train"}],
-            plugins=PLUGINS,
-            **ORPO,
-            chat_template="tokenizer_default",
-            sequence_len=256,
-            **TINY_LORA_TRAINING,
-            output_dir=str(tmp_path / "out"),
-        ),
-    )
-    cfg = load_cfg(str(path))
+    cfg = load_cfg(str(orpo_pairs_recipe(tmp_path, tiny_llama_dir, ROWS)))
     model, tokenizer, peft_config, _ = setup_model_and_tokenizer(cfg)
     return cfg, model, tokenizer, peft_config, datasets.Dataset.from_list(ROWS)
 

@@ -5,35 +5,24 @@ half (models, end-to-end runs); the fast half is tests/test_plugin_e2e.py.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from builders import e2e_recipe
-
-ROOT = Path(__file__).resolve().parents[2]
-AXOLOTL = shutil.which("axolotl") or str(Path(sys.executable).parent / "axolotl")
-pytestmark = pytest.mark.skipif(
-    not Path(AXOLOTL).exists(), reason="axolotl CLI not installed"
-)
+from builders import e2e_recipe, subprocess_env
+from test_plugin_e2e import AXOLOTL, pytestmark  # noqa: F401 - the same skip
 
 
 def _axolotl(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "AXOLOTL_DO_NOT_TRACK": "1",
-        "TRL_EXPERIMENTAL_SILENCE": "1",
-    }
     return subprocess.run(
-        [AXOLOTL, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [AXOLOTL, *args],
+        cwd=cwd,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -132,18 +121,11 @@ def test_without_the_plugin_training_stops_with_a_clear_error(
 def test_concurrent_ranks_label_once(tiny_llama_dir, tmp_path):
     """Two processes (as two ranks would) enter the hook at once: one labels."""
     recipe = e2e_recipe(tmp_path, tiny_llama_dir, "orpo")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "AXOLOTL_DO_NOT_TRACK": "1",
-    }
     procs = [
         subprocess.Popen(
             [AXOLOTL, "preprocess", str(recipe)],
             cwd=tmp_path,
-            env=env,
+            env=subprocess_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -160,16 +142,10 @@ def test_concurrent_ranks_label_once(tiny_llama_dir, tmp_path):
 
 
 def _rank_env(rank: int | None, world: int = 2) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "AXOLOTL_DO_NOT_TRACK": "1",
-        "TRL_EXPERIMENTAL_SILENCE": "1",
-        "CUDA_VISIBLE_DEVICES": "",  # CPU, so the ranks match the single run anywhere
-        "OMP_NUM_THREADS": "1",  # three processes share the cores
-    }
+    env = subprocess_env(
+        CUDA_VISIBLE_DEVICES="",  # CPU, so the ranks match the single run anywhere
+        OMP_NUM_THREADS="1",  # three processes share the cores
+    )
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
         env.pop(name, None)
     if rank is not None:

@@ -164,27 +164,18 @@ def test_sliding_window_fallback_decodes_batched_questions(tmp_path):
 # --------------------------------------------------------------------------- #
 # trust_remote_code is a setting, not a name
 # --------------------------------------------------------------------------- #
-def test_an_embedder_named_jina_runs_no_remote_code_unless_asked(tmp_path, monkeypatch):
+def test_an_embedder_named_jina_runs_no_remote_code_unless_asked(
+    tmp_path, trust_remote_code_seen
+):
     import shutil
-
-    import sentence_transformers
 
     from axolotl_sealong.common.models import minilm_dir
     from axolotl_sealong.embedding.embedder import Embedder
 
     folder = tmp_path / "jina-embeddings-v2-small-en"  # a name with "jina" in it
     shutil.copytree(minilm_dir(), folder)
-    seen: list[Any] = []
-    real = sentence_transformers.SentenceTransformer
-
-    class Recording(real):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            seen.append(kwargs.get("trust_remote_code"))
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", Recording)
     Embedder(str(folder))
-    assert seen == [False]
+    assert trust_remote_code_seen == [False]
     Embedder(str(folder), trust_remote_code=True)
-    assert seen == [False, True]
+    assert trust_remote_code_seen == [False, True]
     assert LabelConfig().embedder_trust_remote_code is False

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from builders import e2e_recipe, river_rows, write_jsonl
+from builders import ROOT, e2e_recipe, river_rows, subprocess_env, write_jsonl
 from proc_support import alive, port_open, process_group
 
 from axolotl_sealong.core.config import LabelConfig
@@ -32,7 +32,6 @@ from axolotl_sealong.sampling import (
     server_process as sproc,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = Path(os.environ.get("SEALONG_VLLM_VENV", ROOT / ".venv-vllm")) / "bin"
 VLLM_PYTHON = VLLM_PYTHON / "python"
 AXOLOTL = Path(sys.executable).parent / "axolotl"
@@ -141,7 +140,7 @@ def test_ctrl_c_during_labeling_leaves_no_server(tmp_path):
         "--openai-concurrency", "1", "--cache-dir", str(tmp_path / "cache"),
         "--no-progress",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    env = subprocess_env()
     # A run started in the background by a shell (`cmd &`, as a CI wrapper may
     # do) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt
     # handler: give the child the default disposition, as a terminal would.
@@ -216,15 +215,7 @@ def test_axolotl_preprocess_starts_the_server_and_train_reuses_the_rows(tmp_path
     )
     # the server's interpreter found through $SEALONG_VLLM_PYTHON, as a user
     # with two environments would set it
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "AXOLOTL_DO_NOT_TRACK": "1",
-        "TRL_EXPERIMENTAL_SILENCE": "1",
-        senv.PYTHON_ENV: str(VLLM_PYTHON),
-    }
+    env = subprocess_env(**{senv.PYTHON_ENV: str(VLLM_PYTHON)})
 
     def axolotl(*args: str) -> str:
         done = subprocess.run(
