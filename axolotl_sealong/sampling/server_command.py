@@ -98,10 +98,8 @@ def server_args(
     if max_model_len:
         args += ["--max-model-len", str(max_model_len)]
     args += parallel_args(env, opts.tensor_parallel_size, opts.data_parallel_size)
-    share = opts.gpu_memory_utilization or (0.85 if env.cuda else 0.3)
-    args += ["--gpu-memory-utilization", f"{share:g}"]
-    eager = opts.enforce_eager
-    if eager or (eager is None and not env.cuda):
+    args += ["--gpu-memory-utilization", f"{opts.memory_share(env.cuda):g}"]
+    if opts.eager(env.cuda):
         args.append("--enforce-eager")
     args.append(
         "--enable-prefix-caching"
@@ -142,7 +140,7 @@ def server_plan(
     tp = extra_flag_int(extra, TP_FLAGS) or opts.tensor_parallel_size
     dp = extra_flag_int(extra, DP_FLAGS) or opts.data_parallel_size
     utilization = extra_flag_float(extra, ("--gpu-memory-utilization",))
-    utilization = utilization or opts.gpu_memory_utilization or 0.85
+    utilization = utilization or opts.memory_share(True)
     if not env.cuda:
         return plan_parallel(
             None, 0, None, max_model_len=0, num_samples=0, max_new_tokens=0,

